@@ -93,7 +93,7 @@ def get_task(name: str, **kwargs: Any) -> Task:
         raise KeyError(f"unknown task {name!r}.{hint} Run `reasonlab tasks list` to see all tasks.")
     try:
         return _REGISTRY[name](**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"bad arguments for task {name!r}: {e}") from None
 
 

@@ -89,20 +89,20 @@ def evaluate_expression(expr: str) -> ExprResult:
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         raise ExpressionError(f"not an expression: {e.__class__.__name__}") from None
     numbers: list[int] = []
-    try:
-        value = _walk(tree.body, numbers)
-    except ZeroDivisionError:
-        value = None
+    value = _walk(tree.body, numbers)
     return ExprResult(value, numbers)
 
 
-def _walk(node: ast.AST, numbers: list[int]) -> Fraction:
+def _walk(node: ast.AST, numbers: list[int]) -> Fraction | None:
+    """Exact value of an allowed node; None once a division by zero happened below it."""
     if isinstance(node, ast.Constant) and type(node.value) is int:
         numbers.append(node.value)
         return Fraction(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
         left = _walk(node.left, numbers)
-        right = _walk(node.right, numbers)
+        right = _walk(node.right, numbers)  # walk both sides: every literal is counted
+        if left is None or right is None or (isinstance(node.op, ast.Div) and right == 0):
+            return None
         return _OPS[type(node.op)](left, right)
     raise ExpressionError(f"{type(node).__name__} not allowed")
 

@@ -1,0 +1,280 @@
+"""What runs in a fork of the zygote: confine the process, then run untrusted code in it.
+
+Two roles share this module:
+
+- a *worker* runs one stateless execution and exits. Workers are forked ahead of time (one
+  spare per pool slot) and confined before the code arrives, so a request costs a pipe write,
+  not a fork.
+- a *holder* keeps one session's globals. For every cell it forks an *executor* that runs the
+  cell. If the cell finishes (normally or with an exception) the executor becomes the new
+  holder and the old one exits; if the cell is killed (timeout, memory) or crashes, the old
+  holder carries on. A fork is a free checkpoint, so a runaway cell is rolled back instead of
+  losing the session's variables.
+
+Stdlib only: the zygote loads this file by path, without importing `reasonlab`.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import builtins
+import ctypes
+import linecache
+import os
+import resource
+import select
+import signal
+import sys
+import threading
+import traceback
+import types
+
+import _wire
+
+FILENAME = "<string>"  # what `python -c` calls its code, so tracebacks read the same
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 1, 4, 38
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def confine(spec: dict, workdir: str, fds: dict[int, int]) -> None:
+    """Drop everything the zygote had that the code must not: fds, privileges, environment.
+
+    Order matters: limits are set while still privileged (an unprivileged process can lower a
+    hard limit but never raise it), then the uid is dropped, which also drops capabilities.
+    """
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _place_fds(fds)
+    os.setsid()
+    for limit, value in ((resource.RLIMIT_AS, spec["as_bytes"]), (resource.RLIMIT_FSIZE, spec["fsize_bytes"]),
+                         (resource.RLIMIT_NPROC, spec["nproc"]), (resource.RLIMIT_CORE, 0),
+                         (resource.RLIMIT_NOFILE, 1024)):
+        if value is not None:
+            resource.setrlimit(limit, (value, value))
+    uid = spec["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # the zygote is not dumpable; our own /proc/self must work
+    _die_with(spec["parent"])
+    os.chdir(workdir)
+    os.environ.clear()
+    os.environ.update(spec["env"], HOME=workdir, TMPDIR=workdir, PWD=workdir)
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None
+    atexit._clear()  # the zygote's exit hooks are not the code's
+    if "numpy" in sys.modules:  # numpy's global generator is not reseeded by fork (random's is)
+        sys.modules["numpy"].random.seed()
+    sys.argv = ["-c"]
+
+
+def _die_with(parent: int) -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(70)
+
+
+def _place_fds(fds: dict[int, int]) -> None:
+    """Move fds to their target numbers ({target: current}) and close every other fd above them."""
+    import fcntl
+
+    top = max(fds) + 1
+    moved = {target: fcntl.fcntl(fd, fcntl.F_DUPFD, top) for target, fd in fds.items()}  # never clobbered
+    for target, fd in moved.items():
+        os.dup2(fd, target, inheritable=target <= 2)
+    os.closerange(top, 1 << 20)  # close_range(2): cheap however many fds the zygote holds
+
+
+def _stdin(data: str) -> None:
+    """Put the request's stdin on fd 0 as an anonymous in-memory file (no deadlock, no file on disk)."""
+    if data:
+        fd = os.memfd_create("stdin")
+        os.write(fd, data.encode("utf-8", "surrogateescape"))
+        os.lseek(fd, 0, os.SEEK_SET)
+    else:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
+def _stdio() -> None:
+    """Fresh text streams on fds 0-2. Line-buffered so output survives a kill on timeout."""
+    sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+    sys.stdout = sys.__stdout__ = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:  # closed, replaced by something odd, or a broken pipe: nothing to save
+            pass
+
+
+def _set_cpu_limit(cpu_s: float) -> None:
+    # Soft limit only: SIGXCPU at cpu_s; the hard limit stays where the zygote left it, so a
+    # later cell may get a longer limit. The wall-clock timeout is enforced from outside anyway.
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft = max(1, int(cpu_s + 0.999))
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
+def main_namespace() -> dict:
+    """A fresh `__main__` module, so pickling, dataclasses and `if __name__ == "__main__"` work."""
+    module = types.ModuleType("__main__")
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def execute(code: str, namespace: dict, echo: bool = False) -> tuple[int, str | None]:
+    """Run code as `python -c` would; return (exit status, name of the uncaught exception).
+
+    With echo, a final expression statement is displayed like in a notebook cell.
+    """
+    linecache.cache[FILENAME] = (len(code), None, code.splitlines(True), FILENAME)
+    try:
+        tree = compile(code, FILENAME, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        last = None
+        if echo and tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Interactive(body=[tree.body.pop()])
+        exec(compile(tree, FILENAME, "exec", dont_inherit=True), namespace)
+        if last is not None:
+            exec(compile(last, FILENAME, "single", dont_inherit=True), namespace)
+    except SystemExit as e:
+        return _exit_status(e.code), None
+    except BaseException as e:
+        try:
+            traceback.print_exception(type(e), e, e.__traceback__.tb_next)  # hide this frame
+        except BaseException:
+            pass
+        return 1, type(e).__name__
+    return 0, None
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
+
+
+def _finish_script() -> None:
+    """What the interpreter does after the main script: join non-daemon threads, run atexit."""
+    try:
+        threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+
+
+def worker_main(spec: dict, workdir: str, fds: dict[int, int]) -> None:
+    """Pre-forked stateless worker. fds: 1, 2 = output pipes, 3 = status pipe, 4 = job pipe."""
+    status = 1
+    try:
+        confine(spec, workdir, fds)
+        job = _wire.read_frame(4)
+        if job is None:  # the zygote is retiring this spare
+            os._exit(0)
+        os.close(4)
+        _set_cpu_limit(job["cpu_s"])
+        _stdin(job["stdin"])
+        _stdio()
+        me = os.getpid()
+        status, exc = execute(job["code"], main_namespace())
+        _finish_script()
+        _flush()
+        if os.getpid() == me:  # not a fork made by the code that fell off the end of the script
+            _wire.write_frame(3, {"exc": exc})
+    except BaseException:
+        _report_failure(3)
+    os._exit(status)
+
+
+def holder_main(spec: dict, workdir: str, fds: dict[int, int], echo: bool) -> None:
+    """Session holder. fds: 1, 2 = output pipes (for the session's life), 3 = control socket."""
+    try:
+        confine(spec, workdir, fds)
+        _stdio()
+        namespace = main_namespace()
+    except BaseException:
+        _report_failure(3)
+        os._exit(1)
+    while True:
+        msg = _wire.read_frame(3)
+        if msg is None:
+            os._exit(0)
+        parent = os.getpid()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the executor: run the cell, then take over as holder
+            os.close(r)
+            os.setpgid(0, 0)  # so a timeout can kill the cell's process group, not the session
+            parent_fd = os.pidfd_open(parent)
+            me = os.getpid()
+            _set_cpu_limit(msg["cpu_s"])
+            _stdin(msg["stdin"])
+            status, exc = execute(msg["code"], namespace, echo)
+            _flush()
+            if os.getpid() != me:
+                os._exit(status)
+            _take_over(w, parent_fd, spec["parent"])
+            _wire.write_frame(3, {"op": "done", "pid": me, "exit": status, "exc": exc})
+            continue
+        os.close(w)
+        _wire.write_frame(3, {"op": "started", "pid": pid})
+        status = _wait_executor(pid, r)
+        if status is None:  # the executor took over
+            os._exit(0)
+        _wire.write_frame(3, {"op": "ended", "status": status})
+
+
+def _take_over(w: int, parent_fd: int, zygote: int) -> None:
+    """Tell the old holder to exit and wait until it has: from then on we read the control socket."""
+    try:
+        os.write(w, b"T")
+    except OSError:  # the old holder is already gone
+        pass
+    os.close(w)
+    select.select([parent_fd], [], [])
+    os.close(parent_fd)
+    _die_with(zygote)
+
+
+def _wait_executor(pid: int, r: int) -> int | None:
+    """None when the executor took over; else its wait status once it died (the cell is rolled back)."""
+    child_fd = os.pidfd_open(pid)
+    watch = [r, child_fd]
+    try:
+        while True:
+            ready, _, _ = select.select(watch, [], [])
+            if r in ready:
+                if os.read(r, 1) == b"T":
+                    return None
+                watch = [child_fd]  # end of file without a hand-over: wait for the death itself
+            if child_fd in ready:
+                return os.waitpid(pid, 0)[1]
+    finally:
+        os.close(child_fd)
+        os.close(r)
+
+
+def _report_failure(fd: int) -> None:
+    try:
+        _wire.write_frame(fd, {"failure": traceback.format_exc(limit=5)})
+    except BaseException:
+        pass

@@ -1,0 +1,69 @@
+"""Message framing between the host and the zygote (and the zygote and its sessions).
+
+A frame is a 4-byte big-endian length followed by a JSON object. JSON, not pickle, because the
+zygote lives inside the isolation boundary: the host must never unpickle what comes out of it.
+This module is stdlib-only because the zygote loads it by path, without importing `reasonlab`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+_HEADER = struct.Struct("!I")
+MAX_FRAME = 1 << 30
+
+
+def encode(obj: dict) -> bytes:
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return _HEADER.pack(len(body)) + body
+
+
+def write_frame(fd: int, obj: dict) -> None:
+    """Blocking write of one frame to a file descriptor (pipe or socket)."""
+    data = memoryview(encode(obj))
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def read_frame(fd: int) -> dict | None:
+    """Blocking read of one frame; None at end of file."""
+    header = _read_exact(fd, _HEADER.size)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    body = _read_exact(fd, size)
+    return None if body is None else json.loads(body)
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class Decoder:
+    """Incremental decoder for a non-blocking stream: feed bytes, get whole frames back."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict]:
+        self._buf += data
+        frames = []
+        while len(self._buf) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._buf)
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes")
+            end = _HEADER.size + size
+            if len(self._buf) < end:
+                break
+            frames.append(json.loads(bytes(self._buf[_HEADER.size:end])))
+            del self._buf[:end]
+        return frames
