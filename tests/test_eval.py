@@ -67,15 +67,15 @@ def test_resume_does_not_redo_finished_problems(tiny_backend, tmp_path):
         raise AssertionError("expected interruption")
     except KeyboardInterrupt:
         pass
-    assert be.prompts == 4
+    assert be.prompts == 4 * 2  # the agent loop sends one prompt per sample
     assert len(read_episodes(tmp_path / "r" / "episodes" / "eval.jsonl")) == 8
     be2 = CountingBackend(tiny_backend)
     s = run_eval(cfg, show_progress=False, backend=be2)
-    assert be2.prompts == 3 and s["problems"] == 7
+    assert be2.prompts == 3 * 2 and s["problems"] == 7
     # growing the limit only generates the new problems
     be3 = CountingBackend(tiny_backend)
     s = run_eval(cfg.model_copy(update={"limit": 9}), show_progress=False, backend=be3)
-    assert be3.prompts == 2 and s["problems"] == 9
+    assert be3.prompts == 2 * 2 and s["problems"] == 9
 
 
 def test_sigkill_and_resume(tiny_model, tmp_path):

@@ -31,6 +31,17 @@ class SamplingConfig(Strict):
     stop: list[str] = Field(default_factory=list)
 
 
+class AgentSettings(Strict):
+    """Multi-turn code-interpreter limits (used when ``tools`` includes python)."""
+
+    max_turns: int = Field(6, ge=1)
+    max_code_calls: int = Field(4, ge=0)
+    max_total_tokens: int = Field(1024, ge=1, description="generated + tool-output tokens per episode")
+    max_output_chars: int = Field(1024, ge=16, description="interpreter output shown to the model")
+    code_timeout_s: float = Field(5.0, gt=0)
+    code_memory_mb: int = Field(512, ge=32)
+
+
 class EvalConfig(Strict):
     """`reasonlab eval`: sample n responses per problem and score them."""
 
@@ -47,6 +58,8 @@ class EvalConfig(Strict):
     device: str = "auto"
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
     out: str | None = Field(None, description="run directory (default runs/eval-<task>-<model>)")
+    tools: list[Literal["python"]] = Field(default_factory=list, description="tools the model may call")
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
 
 def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:

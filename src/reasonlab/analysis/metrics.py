@@ -97,9 +97,28 @@ def summarize(episodes: Sequence[Episode], ks: Sequence[int] | None = None) -> d
         "pass@k": {},
         "maj@k": {},
     }
+    if any("code_calls" in e.stats for e in flat):
+        out["tools"] = tool_metrics(flat)
     for k in ks:
         out["pass@k"][str(k)] = sum(pass_at_k(n, sum(e.correct for e in g), k) for g in full.values()) / len(full)
         out["maj@k"][str(k)] = sum(
             maj_at_k([e.answer for e in g], [e.correct for e in g], k) for g in full.values()
         ) / len(full)
     return out
+
+
+def tool_metrics(episodes: Sequence[Episode]) -> dict:
+    """Code-interpreter use: how often code ran, and accuracy with and without it."""
+    with_code = [e for e in episodes if e.stats.get("code_calls", 0) > 0]
+    without = [e for e in episodes if e.stats.get("code_calls", 0) == 0]
+    calls = sum(e.stats.get("code_calls", 0) for e in episodes)
+    acc = lambda es: (sum(e.correct for e in es) / len(es)) if es else None  # noqa: E731
+    return {
+        "code_use_rate": len(with_code) / len(episodes),
+        "mean_code_calls": calls / len(episodes),
+        "code_error_rate": (sum(e.stats.get("code_errors", 0) for e in episodes) / calls) if calls else None,
+        "code_timeouts": sum(e.stats.get("code_timeouts", 0) for e in episodes),
+        "accuracy_with_code": acc(with_code),
+        "accuracy_without_code": acc(without),
+        "episodes_with_code": len(with_code),
+    }

@@ -23,14 +23,14 @@ import yaml
 
 from reasonlab.analysis.metrics import summarize
 from reasonlab.config import ConfigError, EvalConfig, dump_yaml
-from reasonlab.episode import Episode, Problem, append_jsonl, read_episodes, write_json_atomic
+from reasonlab.episode import Episode, append_jsonl, read_episodes, write_json_atomic
+from reasonlab.rollout.agent import AgentConfig, run_agent
 from reasonlab.rollout.base import SamplingParams
-from reasonlab.rollout.chat import encode_chat
 from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
 
 # Fields that must not change when resuming into an existing run directory.
-RESUME_KEYS = ("task", "task_args", "model", "split", "n", "seed", "sampling")
+RESUME_KEYS = ("task", "task_args", "model", "split", "n", "seed", "sampling", "tools")
 
 
 def slug(s: str) -> str:
@@ -54,30 +54,6 @@ def check_resume(out: Path, cfg: EvalConfig) -> None:
             f"(was {', '.join(f'{k}={old.get(k)!r}' for k in diff)}). "
             "Choose another --out, or delete that directory to start over."
         )
-
-
-def make_episode(task: Any, problem: Problem, messages: list[dict], prompt_ids: list[int], sample: Any, j: int) -> Episode:
-    score = task.score(problem, sample.text)
-    return Episode(
-        task=problem.task,
-        problem_id=problem.id,
-        sample_index=j,
-        messages=messages + [{"role": "assistant", "content": sample.text}],
-        tokens=prompt_ids + sample.token_ids,
-        mask=[0] * len(prompt_ids) + [1] * len(sample.token_ids),
-        logprobs=[0.0] * len(prompt_ids) + [round(x, 5) for x in sample.logprobs],
-        reward=score.reward,
-        correct=score.correct,
-        format_ok=score.format_ok,
-        answer=score.answer,
-        score_details=score.details,
-        stats={
-            "turns": 1,
-            "finish_reason": sample.finish_reason,
-            "generated_tokens": len(sample.token_ids),
-            "prompt_tokens": len(prompt_ids),
-        },
-    )
 
 
 def load_done(path: Path, n: int) -> dict[str, list[Episode]]:
@@ -111,7 +87,15 @@ def run_eval(cfg: EvalConfig, *, show_progress: bool = True, backend: Any = None
             from reasonlab.rollout.hf import HFBackend
 
             backend = HFBackend(cfg.model, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size)
-        tok = backend.tokenizer
+        sandbox = None
+        if cfg.tools:
+            from reasonlab.sandbox import Sandbox, SandboxConfig
+
+            sandbox = Sandbox(SandboxConfig(timeout_s=cfg.agent.code_timeout_s, memory_mb=cfg.agent.code_memory_mb))
+            agent = AgentConfig(cfg.agent.max_turns, cfg.agent.max_code_calls, cfg.agent.max_total_tokens,
+                                cfg.agent.max_output_chars)
+        else:  # single turn: the token budget is the sampling budget
+            agent = AgentConfig(max_turns=1, max_code_calls=0, max_total_tokens=cfg.sampling.max_new_tokens)
         per_chunk = max(1, (2 * cfg.batch_size) // cfg.n)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
@@ -119,8 +103,6 @@ def run_eval(cfg: EvalConfig, *, show_progress: bool = True, backend: Any = None
             bar = progress.add_task(f"eval {cfg.task}", total=len(todo) * cfg.n, rate="")
             for c in range(0, len(todo), per_chunk):
                 chunk = todo[c : c + per_chunk]
-                msgs = [task.messages(p) for p in chunk]
-                prompts = [encode_chat(tok, m) for m in msgs]
                 params = SamplingParams(
                     n=cfg.n,
                     temperature=cfg.sampling.temperature,
@@ -135,15 +117,20 @@ def run_eval(cfg: EvalConfig, *, show_progress: bool = True, backend: Any = None
                 def advance(k: int) -> None:
                     progress.advance(bar, k)
 
-                results = backend.generate(prompts, params, progress=advance)
+                try:
+                    groups = run_agent(backend, task, chunk, params, sandbox=sandbox, config=agent,
+                                       tools=cfg.tools, progress=advance)
+                except BaseException:
+                    if sandbox is not None:
+                        sandbox.close()
+                    raise
                 gen_seconds += time.perf_counter() - t0
-                eps = []
-                for p, m, pr, samples in zip(chunk, msgs, prompts, results):
-                    for j, s in enumerate(samples):
-                        eps.append(make_episode(task, p, m, pr, s, j))
-                        gen_tokens += len(s.token_ids)
+                eps = [e for g in groups for e in g]
+                gen_tokens += sum(e.stats["generated_tokens"] for e in eps)
                 append_jsonl(ep_path, eps)
                 progress.update(bar, rate=f"{gen_tokens / max(gen_seconds, 1e-9):.0f} tok/s")
+        if sandbox is not None:
+            sandbox.close()
 
     wanted = {p.id for p in problems}
     done = load_done(ep_path, cfg.n)

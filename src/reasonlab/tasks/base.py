@@ -49,6 +49,18 @@ def check_split(split: str) -> str:
     return split
 
 
+TOOL_PROMPT = (
+    "You can run Python code: write it in a block that starts with ```python and ends with ```. "
+    "The block runs as soon as you close it and its output is shown to you in an ```output block; "
+    "variables persist between your blocks. Use code when it helps, then give the final answer."
+)
+
+
+def system_prompt(base: str, tools: list[str] | None) -> str:
+    """A task's system prompt, plus how to call the tools it is given."""
+    return f"{base} {TOOL_PROMPT}" if tools and "python" in tools else base
+
+
 # ----------------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}

@@ -27,7 +27,7 @@ from itertools import combinations
 from typing import Any
 
 from reasonlab.episode import Problem, Score
-from reasonlab.tasks.base import check_split, extract_tag, register, split_of, stable_hash
+from reasonlab.tasks.base import check_split, extract_tag, register, system_prompt, split_of, stable_hash
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant. You first think about the reasoning process in the mind "
@@ -243,7 +243,7 @@ class Countdown:
         return out
 
     def messages(self, problem: Problem, tools: list[str] | None = None) -> list[dict[str, str]]:
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.question}]
+        return [{"role": "system", "content": system_prompt(SYSTEM_PROMPT, tools)}, {"role": "user", "content": problem.question}]
 
     def score(self, problem: Problem, text: str) -> Score:
         return score_countdown(

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from reasonlab.episode import Problem, Score
-from reasonlab.tasks.base import check_split, extract_tag, register, register_lazy, split_of, stable_hash
+from reasonlab.tasks.base import check_split, extract_tag, register, system_prompt, register_lazy, split_of, stable_hash
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant. Think step by step inside <think> </think> tags, then give only the "
@@ -70,7 +70,7 @@ class GymTask:
         )
 
     def messages(self, problem: Problem, tools: list[str] | None = None) -> list[dict[str, str]]:
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.question}]
+        return [{"role": "system", "content": system_prompt(SYSTEM_PROMPT, tools)}, {"role": "user", "content": problem.question}]
 
     def score(self, problem: Problem, text: str) -> Score:
         answer = extract_tag(text, "answer")

