@@ -190,6 +190,7 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda [default: auto]"),
     batch_size: Optional[int] = typer.Option(None, help="sequences decoded together [default: 64]"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/eval-<task>-<model>]"),
+    tools: Optional[str] = typer.Option(None, help="tools the model may call, e.g. python [default: none]"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Evaluate a model on a task: sample n responses per problem, score, report (resumable).
@@ -197,6 +198,8 @@ def eval_cmd(
     Writes a run directory with every sample as an Episode (episodes/eval.jsonl), summary.json (accuracy, pass@k, maj@k, format rate, mean length), report.md and pass_at_k.png. Running the same command again resumes where it stopped.
 
     Example: reasonlab eval --task countdown --model smollm2-135m --n 16 --limit 100
+
+    With the code interpreter: reasonlab eval --task countdown --tools python --n 4 --limit 20
     """
     from reasonlab.config import EvalConfig, load_config
     from reasonlab.experiments.evaluate import default_out, run_eval
@@ -207,6 +210,8 @@ def eval_cmd(
         "sampling.max_new_tokens": max_new_tokens, "dtype": dtype, "device": device,
         "batch_size": batch_size, "out": out,
     }
+    if tools is not None:
+        overrides["tools"] = [t for t in tools.split(",") if t]
     if task_arg:
         overrides["task_args"] = _parse_task_args(task_arg)
     try:
@@ -230,6 +235,8 @@ def _print_summary(s: dict, out: str) -> None:
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
     for k, v in s["pass@k"].items():
         table.add_row(f"pass@{k} / maj@{k}", f"{v:.3f} / {s['maj@k'][k]:.3f}")
+    for k, v in (s.get("tools") or {}).items():
+        table.add_row(k, "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
     if "generation" in s:
         table.add_row("generation tok/s", f"{s['generation']['tokens_per_s']:.0f}")
     console.print(table)

@@ -52,6 +52,8 @@ def eval_report(summary: dict, config: dict, examples: list[Episode], plot_name:
     ]
     for key in ("accuracy", "mean_reward", "format_rate", "mean_generated_tokens", "incomplete_problems"):
         lines.append(f"| {key} | {_fmt(summary[key])} |")
+    for key, v in (summary.get("tools") or {}).items():
+        lines.append(f"| {key} | {'-' if v is None else _fmt(v)} |")
     if "generation" in summary:
         g = summary["generation"]
         lines.append(f"| generation tok/s (this session) | {g.get('tokens_per_s', 0):.1f} |")
