@@ -45,7 +45,7 @@ def check_resume(out: Path, cfg: EvalConfig) -> None:
     old_path = out / "config.yaml"
     if not old_path.exists():
         return
-    old = yaml.safe_load(old_path.read_text()) or {}
+    old = {**EvalConfig().model_dump(mode="json"), **(yaml.safe_load(old_path.read_text()) or {})}
     new = cfg.model_dump(mode="json")
     diff = [k for k in RESUME_KEYS if old.get(k) != new.get(k)]
     if diff:
@@ -70,14 +70,13 @@ def run_eval(cfg: EvalConfig, *, show_progress: bool = True, backend: Any = None
     """Evaluate ``cfg.model`` on ``cfg.task``; returns the summary (also written to disk)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    task = get_task(cfg.task, **cfg.task_args)  # bad task names fail before anything is written
+    problems = task.problems(cfg.split, cfg.limit, seed=cfg.seed)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     check_resume(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
     ep_path = out / "episodes" / "eval.jsonl"
-
-    task = get_task(cfg.task, **cfg.task_args)
-    problems = task.problems(cfg.split, cfg.limit, seed=cfg.seed)
     done = load_done(ep_path, cfg.n)
     todo = [p for p in problems if p.id not in done]
     gen_tokens, gen_seconds = 0, 0.0
