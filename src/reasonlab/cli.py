@@ -243,6 +243,57 @@ def _print_summary(s: dict, out: str) -> None:
     console.print(f"run directory: [bold]{out}[/] (report.md, summary.json, pass_at_k.png, episodes/)")
 
 
+# ----------------------------------------------------------------------------- train
+
+train_app = typer.Typer(help="Training: on-policy RL (PPO, GRPO, Dr. GRPO, RLOO).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("rl")
+def train_rl_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML recipe, e.g. recipes/rl-countdown-grpo-cpu.yaml"),
+    resume: bool = typer.Option(False, help="continue the run in the output directory from its last checkpoint"),
+    out: Optional[str] = typer.Option(None, help="run directory [default: from the config]"),
+    model: Optional[str] = typer.Option(None, help="override the policy model"),
+    algorithm: Optional[str] = typer.Option(None, help="override: ppo, grpo, dr_grpo or rloo"),
+    steps: Optional[int] = typer.Option(None, help="override the number of RL steps"),
+    stop_after: Optional[int] = typer.Option(None, help="stop after this many steps of this call (resume later)"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Train a policy with on-policy RL on a task, with or without the code interpreter.
+
+    Each step samples problems, rolls out n responses each through the agent loop, scores them, computes advantages (GAE with a critic for PPO; group-relative for GRPO/RLOO) and runs clipped minibatch updates. Writes metrics.jsonl, TensorBoard logs, periodic eval and atomic HF-format checkpoints to the run directory; --resume continues exactly where a killed run stopped.
+
+    Example: reasonlab train rl --config recipes/rl-toy-grpo-cpu.yaml
+    """
+    from reasonlab.config import load_config
+    from reasonlab.train.rl.config import RLConfig
+    from reasonlab.train.rl.engine import train_rl
+
+    try:
+        cfg = load_config(RLConfig, config, {"out": out, "model": model, "algorithm": algorithm, "steps": steps})
+        run_dir = train_rl(cfg, resume=resume, show_progress=not quiet, stop_after=stop_after)
+    except (*_user_errors(), FileExistsError) as e:
+        fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: run again with --resume to continue from the last checkpoint.")
+        raise typer.Exit(130)
+    _print_rl(run_dir)
+
+
+def _print_rl(run_dir: Path) -> None:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    if not rows:
+        return
+    first, last = rows[0], rows[-1]
+    table = Table("metric", f"step {first['step']}", f"step {last['step']}", title=str(run_dir))
+    for k in ("reward", "accuracy", "response_length", "entropy", "kl", "eval/accuracy", "eval/pass@1"):
+        if k in last or k in first:
+            f = lambda r: f"{r[k]:.3f}" if k in r else "-"  # noqa: E731
+            table.add_row(k, f(first), f(last))
+    console.print(table)
+
+
 def _mount_optional() -> None:
     """Sub-apps of modules that may be absent from a partial install."""
     try:

@@ -1,0 +1,70 @@
+"""`reasonlab train rl` config. Names follow TRL/verl where users already know them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from reasonlab.config import AgentSettings, Strict
+
+
+class RolloutSettings(Strict):
+    prompts_per_step: int = Field(8, ge=1, description="problems sampled per RL step")
+    n: int = Field(4, ge=1, description="rollouts per problem (the GRPO/RLOO group)")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, ge=1, description="tokens per generation turn")
+    tools: list[Literal["python"]] = Field(default_factory=list)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    batch_size: int = Field(64, ge=1, description="sequences decoded together")
+
+
+class OptimSettings(Strict):
+    lr: float = Field(1e-5, gt=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: int = Field(1, ge=1, description="passes over each step's rollouts (PPO epochs)")
+    minibatch_size: int | None = Field(None, ge=1, description="sequences per optimizer step (default: all)")
+    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward (gradient accumulation)")
+
+
+class LossSettings(Strict):
+    clip_low: float = Field(0.2, ge=0)
+    clip_high: float = Field(0.2, ge=0, description="> clip_low gives DAPO's clip-higher")
+    agg: Literal["token", "sequence", "sum_norm"] = "token"
+    kl_coef: float = Field(0.0, ge=0)
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    kl_in_reward: bool = Field(False, description="True: −β·KL per token in the reward (PPO style); False: in the loss")
+    entropy_coef: float = Field(0.0, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
+    value_clip: float | None = 0.2
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    whiten_advantages: bool = True
+
+
+class RLConfig(Strict):
+    model: str = Field(..., description="policy to start from: name, HF folder or hub name")
+    task: str = "countdown"
+    task_args: dict[str, Any] = Field(default_factory=dict)
+    algorithm: Literal["ppo", "grpo", "dr_grpo", "rloo"] = "grpo"
+    critic: Literal["head", "model"] = Field("model", description="PPO value function: separate model or a head on the policy")
+    steps: int = Field(100, ge=1)
+    seed: int = 0
+    dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast on fp32 master weights")
+    device: str = "auto"
+    train_pool: int = Field(10_000, ge=1, description="distinct train problems cycled through")
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    loss: LossSettings = Field(default_factory=LossSettings)
+    eval_every: int = Field(0, ge=0, description="steps between evaluations (0 = only at the end)")
+    eval_limit: int = Field(32, ge=1)
+    eval_n: int = Field(4, ge=1)
+    save_every: int = Field(0, ge=0, description="steps between checkpoints (0 = only at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    tensorboard: bool = True
+    wandb: bool = False
+    out: str | None = Field(None, description="run directory (default runs/rl-<algorithm>-<task>)")

@@ -1,0 +1,495 @@
+"""The on-policy RL loop: PPO, GRPO, Dr. GRPO and RLOO over (multi-turn, tool-masked) rollouts.
+
+One step, readable top to bottom in :meth:`RLTrainer.step`:
+
+    problems (position = step) → rollouts through the agent loop, n per problem
+    → rewards from the task → old log-probs, reference log-probs, values (no grad)
+    → advantages (GAE with a critic, or group-relative) → epochs × minibatches of clipped updates
+    → metrics.jsonl / TensorBoard → periodic eval → atomic checkpoint
+
+The loss mask is the Episode mask: prompt and tool-output tokens get exactly zero gradient. Losses
+within a minibatch are normalised by the *minibatch's* token or sequence count before gradient
+accumulation, so micro-batching does not change the update.
+
+Everything that decides a step — the problems, the sampling seed, the minibatch order — is derived
+from (seed, step), and a checkpoint holds model, optimizer, scheduler, RNG states and the step, so
+a run killed at any point and resumed logs the same metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reasonlab.analysis.metrics import summarize
+from reasonlab.config import dump_yaml
+from reasonlab.episode import Episode, append_jsonl
+from reasonlab.rollout.agent import AgentConfig, run_agent
+from reasonlab.rollout.base import SamplingParams
+from reasonlab.tasks import get_task
+from reasonlab.tasks.base import stable_hash
+from reasonlab.train.rl import advantages as A
+from reasonlab.train.rl import losses as L
+from reasonlab.train.rl.config import RLConfig
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- value function
+
+
+class ValueHead(nn.Module):
+    """V(s_t) = w·h_t + b on a transformer's last hidden state."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h.float())[..., 0]
+
+
+class Critic(nn.Module):
+    """A separate value model: a copy of the policy's backbone plus a value head (PPO's critic)."""
+
+    def __init__(self, backbone: nn.Module, hidden: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = ValueHead(hidden)
+
+    def forward(self, input_ids, attention_mask):
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return self.head(out.hidden_states[-1])
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def collate(episodes: list[Episode], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token sequences; mask 0 on padding."""
+    T = max(len(e.tokens) for e in episodes)
+    B = len(episodes)
+    tokens = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    attn = torch.zeros((B, T), dtype=torch.long)
+    for i, e in enumerate(episodes):
+        n = len(e.tokens)
+        tokens[i, :n] = torch.tensor(e.tokens)
+        mask[i, :n] = torch.tensor(e.mask)
+        attn[i, :n] = 1
+    rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
+    return {"tokens": tokens, "mask": mask, "attn": attn, "rewards": rewards}
+
+
+def chunks(idx: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return [idx[i : i + size] for i in range(0, len(idx), size)]
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return f
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class RLTrainer:
+    """Holds the policy, optional critic/reference, optimizer and run directory."""
+
+    def __init__(self, cfg: RLConfig, *, out: str | Path | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from reasonlab.models import resolve_model
+        from reasonlab.rollout.hf import HFBackend
+
+        self.cfg = cfg
+        self.out = Path(out or cfg.out or f"runs/rl-{cfg.algorithm}-{cfg.task.replace('/', '-')}")
+        self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.task = get_task(cfg.task, **cfg.task_args)
+        path = resolve_model(cfg.model)
+        torch.manual_seed(cfg.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        hidden = self.policy.config.hidden_size
+        self.critic: nn.Module | None = None
+        self.value_head: ValueHead | None = None
+        params = list(self.policy.parameters())
+        if cfg.algorithm == "ppo":
+            if cfg.critic == "model":
+                backbone = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
+                self.critic = Critic(backbone, hidden).to(self.device)
+                params += list(self.critic.parameters())
+            else:
+                self.value_head = ValueHead(hidden).to(self.device)
+                params += list(self.value_head.parameters())
+        self.ref = None
+        if cfg.loss.kl_coef > 0:
+            self.ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
+            self.ref.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.optim.lr_schedule, cfg.optim.warmup_steps, cfg.steps)
+        )
+        self.backend = HFBackend(self.policy, self.tokenizer, device=self.device, batch_size=cfg.rollout.batch_size)
+        self.pool = self.task.problems("train", cfg.train_pool, seed=cfg.seed)
+        self.eval_problems = self.task.problems("test", cfg.eval_limit, seed=cfg.seed)
+        self.sandbox = None
+        if cfg.rollout.tools:
+            from reasonlab.sandbox import Sandbox, SandboxConfig
+
+            a = cfg.rollout.agent
+            self.sandbox = Sandbox(SandboxConfig(timeout_s=a.code_timeout_s, memory_mb=a.code_memory_mb))
+        self.step_idx = 0
+        self.tb = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def autocast(self):
+        if self.cfg.dtype == "bf16":
+            return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
+
+    def agent_config(self, single_budget: int | None = None) -> AgentConfig:
+        r = self.cfg.rollout
+        if not r.tools:
+            return AgentConfig(max_turns=1, max_code_calls=0, max_total_tokens=single_budget or r.max_new_tokens)
+        a = r.agent
+        return AgentConfig(a.max_turns, a.max_code_calls, a.max_total_tokens, a.max_output_chars)
+
+    def problems_for(self, step: int) -> list:
+        """Data position is a function of the step: epoch-wise shuffles of the train pool."""
+        P, pool = self.cfg.rollout.prompts_per_step, self.pool
+        out = []
+        for k in range(step * P, (step + 1) * P):
+            epoch, i = divmod(k, len(pool))
+            order = list(range(len(pool)))
+            random.Random(stable_hash(self.cfg.seed, "epoch", epoch)).shuffle(order)
+            out.append(pool[order[i]])
+        return out
+
+    def forward_logp(self, model: nn.Module, b: dict, idx: torch.Tensor, *, hidden: bool = False):
+        tokens, attn = b["tokens"][idx].to(self.device), b["attn"][idx].to(self.device)
+        with self.autocast():
+            out = model(input_ids=tokens, attention_mask=attn, output_hidden_states=hidden)
+        logits = out.logits.float() / self.cfg.rollout.temperature
+        return logits, L.token_logprobs(logits, tokens), (out.hidden_states[-1] if hidden else None)
+
+    def values_for(self, b: dict, idx: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+        if self.critic is not None:
+            with self.autocast():
+                return self.critic(b["tokens"][idx].to(self.device), b["attn"][idx].to(self.device))
+        return self.value_head(hidden)
+
+    # ------------------------------------------------------------------ one step
+
+    def rollout(self, step: int) -> list[Episode]:
+        r = self.cfg.rollout
+        params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
+                                seed=stable_hash(self.cfg.seed, "rollout", step) % (2**31))
+        self.policy.eval()
+        with torch.no_grad():
+            groups = run_agent(self.backend, self.task, self.problems_for(step), params, sandbox=self.sandbox,
+                               config=self.agent_config(), tools=r.tools)
+        return [e for g in groups for e in g]
+
+    def step(self) -> dict[str, Any]:
+        cfg, step = self.cfg, self.step_idx
+        t0 = time.perf_counter()
+        episodes = self.rollout(step)
+        t_roll = time.perf_counter() - t0
+        b = collate(episodes, self.pad_id)
+        B = len(episodes)
+        mask = b["mask"].to(self.device)
+        mask[:, 0] = 0
+        allidx = torch.arange(B)
+        mbs = cfg.optim.micro_batch_size
+
+        # --- quantities of the behaviour policy, the reference and the critic (no grad)
+        old_logp = torch.zeros(b["tokens"].shape, device=self.device)
+        ref_logp = torch.zeros_like(old_logp)
+        values = torch.zeros_like(old_logp)
+        self.policy.eval()
+        with torch.no_grad():
+            for idx in chunks(allidx, mbs):
+                _, lp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None)
+                old_logp[idx] = lp
+                if self.ref is not None:
+                    ref_logp[idx] = self.forward_logp(self.ref, b, idx)[1]
+                if cfg.algorithm == "ppo":
+                    values[idx] = self.values_for(b, idx, h).float()
+        rewards = b["rewards"].to(self.device)
+        kl_tok = L.kl_penalty(old_logp, ref_logp, cfg.loss.kl_estimator) * mask if self.ref is not None else None
+
+        # --- advantages
+        if cfg.algorithm == "ppo":
+            token_rewards = A.outcome_token_rewards(rewards, mask)
+            if kl_tok is not None and cfg.loss.kl_in_reward:
+                token_rewards = token_rewards - cfg.loss.kl_coef * kl_tok
+            adv, returns = A.gae(token_rewards, values, mask, cfg.loss.gamma, cfg.loss.lam)
+            if cfg.loss.whiten_advantages:
+                adv = A.whiten(adv, mask)
+        else:
+            r = rewards
+            if kl_tok is not None and cfg.loss.kl_in_reward:
+                r = r - cfg.loss.kl_coef * kl_tok.sum(1)
+            if cfg.algorithm == "rloo":
+                seq_adv = A.rloo_advantages(r, cfg.rollout.n)
+            else:
+                seq_adv = A.group_advantages(r, cfg.rollout.n, scale=cfg.algorithm == "grpo")
+            adv = seq_adv[:, None] * mask
+            returns = None
+
+        # --- updates
+        t1 = time.perf_counter()
+        self.policy.train()
+        g = torch.Generator().manual_seed(stable_hash(cfg.seed, "minibatch", step) % (2**31))
+        mb_size = cfg.optim.minibatch_size or B
+        stats: dict[str, list[float]] = {}
+        for _epoch in range(cfg.optim.epochs):
+            for mb in chunks(torch.randperm(B, generator=g), mb_size):
+                self.optimizer.zero_grad(set_to_none=True)
+                n_tok = mask[mb].sum().clamp(min=1)
+                for idx in chunks(mb, mbs):
+                    logits, logp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None)
+                    m = mask[idx]
+                    pg, st = self.pg_loss(logp, old_logp[idx], adv[idx], m, n_tok, len(mb))
+                    loss = pg
+                    if kl_tok is not None and not cfg.loss.kl_in_reward:
+                        kl = L.kl_penalty(logp, ref_logp[idx], cfg.loss.kl_estimator)
+                        loss = loss + cfg.loss.kl_coef * self.agg(kl, m, n_tok, len(mb))
+                        st["kl"] = L.masked_mean(kl.detach(), m).item()
+                    # entropy of the distribution each policy token was drawn from (logged; a bonus if coef > 0)
+                    ent = L.entropy_from_logits(logits if cfg.loss.entropy_coef > 0 else logits.detach())
+                    ent = torch.cat([torch.zeros_like(ent[:, :1]), ent[:, :-1]], dim=1)  # align with tokens
+                    if cfg.loss.entropy_coef > 0:
+                        loss = loss - cfg.loss.entropy_coef * self.agg(ent, m, n_tok, len(mb))
+                    st["entropy"] = L.masked_mean(ent.detach(), m).item()
+                    if cfg.algorithm == "ppo":
+                        v = self.values_for(b, idx, h).float()
+                        vl = L.value_loss(v, values[idx], returns[idx], m, cfg.loss.value_clip)
+                        w = m.sum() / n_tok  # token-weighted, so accumulation equals the full batch
+                        loss = loss + cfg.loss.vf_coef * vl * w
+                        st["value_loss"] = vl.item()
+                    loss.backward()
+                    st["loss"] = loss.item()
+                    for k, v_ in st.items():
+                        stats.setdefault(k, []).append(v_)
+                params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
+                gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                stats.setdefault("grad_norm", []).append(gn.item())
+                self.optimizer.step()
+        self.scheduler.step()
+        t_train = time.perf_counter() - t1
+        self.step_idx += 1
+
+        gen_tokens = sum(e.stats["generated_tokens"] for e in episodes)
+        row: dict[str, Any] = {
+            "step": self.step_idx,
+            "reward": rewards.mean().item(),
+            "accuracy": sum(e.correct for e in episodes) / B,
+            "format_rate": sum(e.format_ok for e in episodes) / B,
+            "response_length": gen_tokens / B,
+            "lr": self.scheduler.get_last_lr()[0],
+            "time_rollout_s": round(t_roll, 3),
+            "time_train_s": round(t_train, 3),
+            "rollout_tok_per_s": round(gen_tokens / max(t_roll, 1e-9), 1),
+        }
+        if cfg.rollout.tools:
+            row["code_calls"] = sum(e.stats.get("code_calls", 0) for e in episodes) / B
+        for k, v_ in stats.items():
+            row[k] = sum(v_) / len(v_)
+        return row
+
+    def agg(self, per_token: torch.Tensor, m: torch.Tensor, n_tok: torch.Tensor, n_seq: int) -> torch.Tensor:
+        """Partial aggregation of a micro-batch against the whole minibatch's normaliser."""
+        mode = self.cfg.loss.agg
+        mf = m.to(per_token.dtype)
+        if mode == "token":
+            return (per_token * mf).sum() / n_tok
+        if mode == "sequence":
+            return ((per_token * mf).sum(1) / mf.sum(1).clamp(min=1)).sum() / n_seq
+        return (per_token * mf).sum() / (n_seq * self.cfg.rollout.max_new_tokens)
+
+    def pg_loss(self, logp, old_logp, adv, m, n_tok, n_seq):
+        c = self.cfg.loss
+        ratio = torch.exp(logp - old_logp)
+        unclipped = ratio * adv
+        clipped = ratio.clamp(1 - c.clip_low, 1 + c.clip_high) * adv
+        per_token = -torch.minimum(unclipped, clipped)
+        with torch.no_grad():
+            st = {
+                "clip_frac": ((unclipped != clipped) & m.bool()).float().sum().item() / max(m.sum().item(), 1),
+                "ratio": L.masked_mean(ratio, m).item(),
+            }
+        return self.agg(per_token, m, n_tok, n_seq), st
+
+    # ------------------------------------------------------------------ eval
+
+    def evaluate(self) -> dict[str, Any]:
+        r = self.cfg.rollout
+        params = SamplingParams(n=self.cfg.eval_n, temperature=r.temperature, top_p=r.top_p,
+                                max_new_tokens=r.max_new_tokens, seed=stable_hash(self.cfg.seed, "eval") % (2**31))
+        self.policy.eval()
+        with torch.no_grad():
+            groups = run_agent(self.backend, self.task, self.eval_problems, params, sandbox=self.sandbox,
+                               config=self.agent_config(), tools=r.tools)
+        s = summarize([e for g in groups for e in g])
+        row = {"eval/accuracy": s["accuracy"], "eval/reward": s["mean_reward"],
+               "eval/response_length": s["mean_generated_tokens"]}
+        for k, v in s["pass@k"].items():
+            row[f"eval/pass@{k}"] = v
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save(self) -> Path:
+        """Write checkpoints/step-N atomically (temporary folder, then rename)."""
+        final = self.checkpoint_dir() / f"step-{self.step_idx:06d}"
+        tmp = self.checkpoint_dir() / f".tmp-step-{self.step_idx:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.policy.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        state = {
+            "step": self.step_idx,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+            "value_head": self.value_head.state_dict() if self.value_head is not None else None,
+            "critic": self.critic.state_dict() if self.critic is not None else None,
+        }
+        torch.save(state, tmp / "trainer_state.pt")
+        with open(tmp / "trainer_state.pt", "rb") as f:
+            os.fsync(f.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        done = sorted(p for p in self.checkpoint_dir().glob("step-*") if p.is_dir())
+        for old in done[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.checkpoint_dir().glob("step-*") if (p / "trainer_state.pt").exists())
+        return done[-1] if done else None
+
+    def load(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        sd = {}
+        for f in sorted(ckpt.glob("*.safetensors")):
+            sd.update(load_file(f))
+        missing, unexpected = self.policy.load_state_dict(sd, strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing={missing} unexpected={unexpected}")
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        self.step_idx = state["step"]
+
+    # ------------------------------------------------------------------ logging
+
+    def log(self, row: dict[str, Any]) -> None:
+        append_jsonl(self.out / "metrics.jsonl", [row], fsync=False)
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, row["step"])
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line
+        if row.get("step", 0) <= last_step:
+            keep.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    os.replace(tmp, path)
+
+
+def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True, stop_after: int | None = None) -> Path:
+    """Run (or resume) an RL job; returns the run directory. ``stop_after``: stop after that many
+    steps of this call (for tests and time-boxed runs); the run can be resumed later."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    trainer = RLTrainer(cfg)
+    out = trainer.out
+    cfg_path = out / "config.yaml"
+    if out.exists() and (out / "metrics.jsonl").exists() and not resume:
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(dump_yaml(cfg))
+    if resume:
+        ckpt = trainer.latest_checkpoint()
+        if ckpt is not None:
+            trainer.load(ckpt)
+            log.warning("resumed from %s (step %d)", ckpt, trainer.step_idx)
+        _truncate_metrics(out / "metrics.jsonl", trainer.step_idx)
+    if cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            trainer.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            trainer.tb = None
+    done_here = 0
+    cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("reward {task.fields[reward]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*cols, disable=not show_progress) as progress:
+            bar = progress.add_task(f"{cfg.algorithm} {cfg.task}", total=cfg.steps, completed=trainer.step_idx, reward="-")
+            while trainer.step_idx < cfg.steps:
+                row = trainer.step()
+                s = trainer.step_idx
+                if (cfg.eval_every and s % cfg.eval_every == 0) or s == cfg.steps:
+                    row.update(trainer.evaluate())
+                trainer.log(row)
+                if (cfg.save_every and s % cfg.save_every == 0) or s == cfg.steps:
+                    trainer.save()
+                progress.update(bar, completed=s, reward=f"{row['reward']:.3f}")
+                done_here += 1
+                if stop_after is not None and done_here >= stop_after:
+                    break
+    finally:
+        if trainer.sandbox is not None:
+            trainer.sandbox.close()
+        if trainer.tb is not None:
+            trainer.tb.close()
+    return out
