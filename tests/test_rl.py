@@ -124,3 +124,41 @@ def test_reward_rises_on_toy_task(letter_model, tmp_path, algorithm):
     last = sum(r["reward"] for r in rows[-4:]) / 4
     print(f"{algorithm}: reward {first:.3f} -> {last:.3f} in {time.time() - t0:.0f}s")
     assert last > first + 0.1, (first, last)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_two_processes_make_the_same_update_as_one(letter_model, tmp_path, algorithm):
+    """`accelerate launch` with 2 CPU processes (gloo) on a fixed global batch = 1 process on it."""
+    import shutil
+
+    from reasonlab.episode import append_jsonl
+
+    extra = {"critic": "head"} if algorithm == "ppo" else {}
+    cfg = cfg_for(letter_model, tmp_path / "gen", algorithm=algorithm, steps=1,
+                  rollout={"prompts_per_step": 4, "n": 4, "max_new_tokens": 8}, optim={"micro_batch_size": 3}, **extra)
+    episodes = RLTrainer(cfg).rollout(0)
+    assert len({e.reward for e in episodes}) > 1
+    ep_path = tmp_path / "episodes.jsonl"
+    append_jsonl(ep_path, episodes)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    accelerate = shutil.which("accelerate")
+    assert accelerate, "accelerate's launcher is not on PATH"
+    results = {}
+    for w in (1, 2):
+        out = tmp_path / f"w{w}.pt"
+        # `--multi_gpu` is accelerate's torchrun-style multi-process launcher; without CUDA the engine
+        # joins a gloo process group (accelerate's `--cpu` flag alone starts a single process).
+        mode = ["--multi_gpu"] if w > 1 else ["--cpu"]
+        cmd = [accelerate, "launch", *mode, "--num_processes", str(w), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + w + os.getpid() % 500),
+               os.path.join(os.path.dirname(__file__), "_dist_update.py"), str(cfg_path), str(ep_path), str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        results[w] = torch.load(out)
+    assert results[2]["world"] == 2 and results[1]["world"] == 1
+    d1, d2 = results[1]["delta"], results[2]["delta"]
+    assert d1.abs().max() > 1e-5
+    assert torch.allclose(d1, d2, atol=1e-6, rtol=1e-4), (d1 - d2).abs().max()
+    for k in ("reward", "loss", "clip_frac"):
+        assert results[1]["row"][k] == pytest.approx(results[2]["row"][k], abs=1e-5)

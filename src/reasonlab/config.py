@@ -53,7 +53,7 @@ class EvalConfig(Strict):
     n: int = Field(16, ge=1, description="samples per problem")
     seed: int = 0
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    backend: Literal["hf"] = "hf"
+    backend: Literal["hf", "vllm"] = Field("hf", description="vllm needs a CUDA GPU and the vllm extra")
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str = "auto"
     batch_size: int = Field(64, ge=1, description="sequences decoded together")

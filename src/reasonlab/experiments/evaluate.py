@@ -82,7 +82,11 @@ def run_eval(cfg: EvalConfig, *, show_progress: bool = True, backend: Any = None
     gen_tokens, gen_seconds = 0, 0.0
 
     if todo:
-        if backend is None:
+        if backend is None and cfg.backend == "vllm":
+            from reasonlab.rollout.vllm_backend import VLLMBackend
+
+            backend = VLLMBackend(cfg.model, dtype=cfg.dtype, seed=cfg.seed, gpu_memory_utilization=0.85)
+        elif backend is None:
             from reasonlab.rollout.hf import HFBackend
 
             backend = HFBackend(cfg.model, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size)

@@ -18,6 +18,8 @@ class RolloutSettings(Strict):
     tools: list[Literal["python"]] = Field(default_factory=list)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
+    backend: Literal["hf", "vllm"] = Field("hf", description="vllm: GPU generation, weights synced after each update")
+    gpu_memory_utilization: float = Field(0.4, gt=0, le=1, description="vLLM's share of the GPU (colocated)")
 
 
 class OptimSettings(Strict):

@@ -74,6 +74,71 @@ class Critic(nn.Module):
         return self.head(out.hidden_states[-1])
 
 
+# ----------------------------------------------------------------------------- processes
+# `accelerate launch --num_processes W` (or torchrun) starts W copies; gloo on CPU, NCCL on GPU.
+
+
+def world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def init_distributed() -> None:
+    """Join the process group when launched with several processes (no-op otherwise)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def barrier() -> None:
+    if world() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def dist_sum(x: float) -> float:
+    if world() == 1:
+        return x
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.item()
+
+
+def all_reduce_grads(params: list[torch.Tensor]) -> None:
+    """Sum gradients over ranks (each rank's loss is already divided by the global count)."""
+    if world() == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+
+
+def whiten_global(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Normalise advantages over the policy tokens of *all* ranks."""
+    m = mask.float()
+    n = dist_sum(m.sum().item())
+    mean = dist_sum((x * m).sum().item()) / max(n, 1)
+    var = dist_sum((((x - mean) * m) ** 2).sum().item()) / max(n, 1)
+    return (x - mean) * m / math.sqrt(var + eps)
+
+
 # ----------------------------------------------------------------------------- batching
 
 
@@ -123,6 +188,7 @@ class RLTrainer:
         from reasonlab.models import resolve_model
         from reasonlab.rollout.hf import HFBackend
 
+        init_distributed()
         self.cfg = cfg
         self.out = Path(out or cfg.out or f"runs/rl-{cfg.algorithm}-{cfg.task.replace('/', '-')}")
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,9 +218,14 @@ class RLTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim.lr_schedule, cfg.optim.warmup_steps, cfg.steps)
         )
-        self.backend = HFBackend(self.policy, self.tokenizer, device=self.device, batch_size=cfg.rollout.batch_size)
+        if cfg.rollout.backend == "vllm":
+            from reasonlab.rollout.vllm_backend import VLLMBackend
+
+            self.backend = VLLMBackend(path, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, seed=cfg.seed)
+        else:
+            self.backend = HFBackend(self.policy, self.tokenizer, device=self.device, batch_size=cfg.rollout.batch_size)
         self.pool = self.task.problems("train", cfg.train_pool, seed=cfg.seed)
-        self.eval_problems = self.task.problems("test", cfg.eval_limit, seed=cfg.seed)
+        self.eval_problems = self.task.problems("test", cfg.eval_limit, seed=cfg.seed)[rank():: world()]
         self.sandbox = None
         if cfg.rollout.tools:
             from reasonlab.sandbox import Sandbox, SandboxConfig
@@ -187,7 +258,7 @@ class RLTrainer:
             order = list(range(len(pool)))
             random.Random(stable_hash(self.cfg.seed, "epoch", epoch)).shuffle(order)
             out.append(pool[order[i]])
-        return out
+        return out[rank():: world()]  # with several processes each rollouts its share of whole groups
 
     def forward_logp(self, model: nn.Module, b: dict, idx: torch.Tensor, *, hidden: bool = False):
         tokens, attn = b["tokens"][idx].to(self.device), b["attn"][idx].to(self.device)
@@ -215,10 +286,24 @@ class RLTrainer:
         return [e for g in groups for e in g]
 
     def step(self) -> dict[str, Any]:
-        cfg, step = self.cfg, self.step_idx
+        """One RL step: this rank's rollouts, then the (globally normalised) update."""
         t0 = time.perf_counter()
-        episodes = self.rollout(step)
+        episodes = self.rollout(self.step_idx)
         t_roll = time.perf_counter() - t0
+        row = self.update(episodes)
+        gen_tokens = dist_sum(float(sum(e.stats["generated_tokens"] for e in episodes)))
+        row["time_rollout_s"] = round(t_roll, 3)
+        row["rollout_tok_per_s"] = round(gen_tokens / max(t_roll, 1e-9), 1)
+        return row
+
+    def update(self, episodes: list[Episode]) -> dict[str, Any]:
+        """Advantages and clipped updates on this rank's episodes (whole groups).
+
+        With several processes every normaliser (token and sequence counts, advantage whitening,
+        logged means) is summed over ranks and the gradients are summed with all-reduce, so W
+        processes make exactly the update one process makes on the union of their batches.
+        """
+        cfg, step = self.cfg, self.step_idx
         b = collate(episodes, self.pad_id)
         B = len(episodes)
         mask = b["mask"].to(self.device)
@@ -249,7 +334,7 @@ class RLTrainer:
                 token_rewards = token_rewards - cfg.loss.kl_coef * kl_tok
             adv, returns = A.gae(token_rewards, values, mask, cfg.loss.gamma, cfg.loss.lam)
             if cfg.loss.whiten_advantages:
-                adv = A.whiten(adv, mask)
+                adv = whiten_global(adv, mask)
         else:
             r = rewards
             if kl_tok is not None and cfg.loss.kl_in_reward:
@@ -264,27 +349,28 @@ class RLTrainer:
         # --- updates
         t1 = time.perf_counter()
         self.policy.train()
-        g = torch.Generator().manual_seed(stable_hash(cfg.seed, "minibatch", step) % (2**31))
-        mb_size = cfg.optim.minibatch_size or B
+        g = torch.Generator().manual_seed(stable_hash(cfg.seed, "minibatch", step, rank()) % (2**31))
+        mb_size = cfg.optim.minibatch_size // world() if cfg.optim.minibatch_size else B
         stats: dict[str, list[float]] = {}
         for _epoch in range(cfg.optim.epochs):
             for mb in chunks(torch.randperm(B, generator=g), mb_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                n_tok = mask[mb].sum().clamp(min=1)
+                n_tok = torch.tensor(dist_sum(mask[mb].sum().item())).clamp(min=1)
+                n_seq = int(dist_sum(len(mb)))
                 for idx in chunks(mb, mbs):
                     logits, logp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None)
                     m = mask[idx]
-                    pg, st = self.pg_loss(logp, old_logp[idx], adv[idx], m, n_tok, len(mb))
+                    pg, st = self.pg_loss(logp, old_logp[idx], adv[idx], m, n_tok, n_seq)
                     loss = pg
                     if kl_tok is not None and not cfg.loss.kl_in_reward:
                         kl = L.kl_penalty(logp, ref_logp[idx], cfg.loss.kl_estimator)
-                        loss = loss + cfg.loss.kl_coef * self.agg(kl, m, n_tok, len(mb))
+                        loss = loss + cfg.loss.kl_coef * self.agg(kl, m, n_tok, n_seq)
                         st["kl"] = L.masked_mean(kl.detach(), m).item()
                     # entropy of the distribution each policy token was drawn from (logged; a bonus if coef > 0)
                     ent = L.entropy_from_logits(logits if cfg.loss.entropy_coef > 0 else logits.detach())
                     ent = torch.cat([torch.zeros_like(ent[:, :1]), ent[:, :-1]], dim=1)  # align with tokens
                     if cfg.loss.entropy_coef > 0:
-                        loss = loss - cfg.loss.entropy_coef * self.agg(ent, m, n_tok, len(mb))
+                        loss = loss - cfg.loss.entropy_coef * self.agg(ent, m, n_tok, n_seq)
                     st["entropy"] = L.masked_mean(ent.detach(), m).item()
                     if cfg.algorithm == "ppo":
                         v = self.values_for(b, idx, h).float()
@@ -297,29 +383,31 @@ class RLTrainer:
                     for k, v_ in st.items():
                         stats.setdefault(k, []).append(v_)
                 params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
+                all_reduce_grads(params)
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
                 stats.setdefault("grad_norm", []).append(gn.item())
                 self.optimizer.step()
         self.scheduler.step()
+        if hasattr(self.backend, "sync_weights"):  # vLLM holds its own copy of the weights
+            self.backend.sync_weights(self.policy)
         t_train = time.perf_counter() - t1
         self.step_idx += 1
 
-        gen_tokens = sum(e.stats["generated_tokens"] for e in episodes)
+        n_all = dist_sum(float(B))
+        mean = lambda xs: dist_sum(float(sum(xs))) / n_all  # noqa: E731
         row: dict[str, Any] = {
             "step": self.step_idx,
-            "reward": rewards.mean().item(),
-            "accuracy": sum(e.correct for e in episodes) / B,
-            "format_rate": sum(e.format_ok for e in episodes) / B,
-            "response_length": gen_tokens / B,
+            "reward": mean(e.reward for e in episodes),
+            "accuracy": mean(e.correct for e in episodes),
+            "format_rate": mean(e.format_ok for e in episodes),
+            "response_length": mean(e.stats["generated_tokens"] for e in episodes),
             "lr": self.scheduler.get_last_lr()[0],
-            "time_rollout_s": round(t_roll, 3),
             "time_train_s": round(t_train, 3),
-            "rollout_tok_per_s": round(gen_tokens / max(t_roll, 1e-9), 1),
         }
         if cfg.rollout.tools:
-            row["code_calls"] = sum(e.stats.get("code_calls", 0) for e in episodes) / B
+            row["code_calls"] = mean(e.stats.get("code_calls", 0) for e in episodes)
         for k, v_ in stats.items():
-            row[k] = sum(v_) / len(v_)
+            row[k] = dist_sum(sum(v_) / len(v_)) / world()
         return row
 
     def agg(self, per_token: torch.Tensor, m: torch.Tensor, n_tok: torch.Tensor, n_seq: int) -> torch.Tensor:
@@ -355,7 +443,14 @@ class RLTrainer:
         with torch.no_grad():
             groups = run_agent(self.backend, self.task, self.eval_problems, params, sandbox=self.sandbox,
                                config=self.agent_config(), tools=r.tools)
-        s = summarize([e for g in groups for e in g])
+        eps = [e for g in groups for e in g]
+        if world() > 1:  # every rank evaluated its share of the problems
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * world()
+            dist.all_gather_object(parts, eps)
+            eps = [e for part in parts for e in part]
+        s = summarize(eps)
         row = {"eval/accuracy": s["accuracy"], "eval/reward": s["mean_reward"],
                "eval/response_length": s["mean_generated_tokens"]}
         for k, v in s["pass@k"].items():
@@ -368,7 +463,11 @@ class RLTrainer:
         return self.out / "checkpoints"
 
     def save(self) -> Path:
-        """Write checkpoints/step-N atomically (temporary folder, then rename)."""
+        """Write checkpoints/step-N atomically (temporary folder, then rename); rank 0 writes."""
+        final = self.checkpoint_dir() / f"step-{self.step_idx:06d}"
+        if rank() != 0:
+            barrier()
+            return final
         final = self.checkpoint_dir() / f"step-{self.step_idx:06d}"
         tmp = self.checkpoint_dir() / f".tmp-step-{self.step_idx:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -391,6 +490,7 @@ class RLTrainer:
         done = sorted(p for p in self.checkpoint_dir().glob("step-*") if p.is_dir())
         for old in done[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
+        barrier()
         return final
 
     def latest_checkpoint(self) -> Path | None:
@@ -420,6 +520,8 @@ class RLTrainer:
     # ------------------------------------------------------------------ logging
 
     def log(self, row: dict[str, Any]) -> None:
+        if rank() != 0:
+            return
         append_jsonl(self.out / "metrics.jsonl", [row], fsync=False)
         if self.tb is not None:
             for k, v in row.items():
@@ -454,15 +556,20 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True,
     cfg_path = out / "config.yaml"
     if out.exists() and (out / "metrics.jsonl").exists() and not resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(dump_yaml(cfg))
+    barrier()
+    if rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(dump_yaml(cfg))
     if resume:
         ckpt = trainer.latest_checkpoint()
         if ckpt is not None:
             trainer.load(ckpt)
+            if hasattr(trainer.backend, "sync_weights"):
+                trainer.backend.sync_weights(trainer.policy)
             log.warning("resumed from %s (step %d)", ckpt, trainer.step_idx)
-        _truncate_metrics(out / "metrics.jsonl", trainer.step_idx)
-    if cfg.tensorboard:
+        if rank() == 0:
+            _truncate_metrics(out / "metrics.jsonl", trainer.step_idx)
+    if cfg.tensorboard and rank() == 0:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -473,7 +580,7 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True,
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("reward {task.fields[reward]}"), TimeElapsedColumn(), TimeRemainingColumn())
     try:
-        with Progress(*cols, disable=not show_progress) as progress:
+        with Progress(*cols, disable=not show_progress or rank() != 0) as progress:
             bar = progress.add_task(f"{cfg.algorithm} {cfg.task}", total=cfg.steps, completed=trainer.step_idx, reward="-")
             while trainer.step_idx < cfg.steps:
                 row = trainer.step()
