@@ -245,7 +245,7 @@ def _print_summary(s: dict, out: str) -> None:
 
 # ----------------------------------------------------------------------------- train
 
-train_app = typer.Typer(help="Training: on-policy RL (PPO, GRPO, Dr. GRPO, RLOO).", no_args_is_help=True)
+train_app = typer.Typer(help="Training: SFT on Episodes; on-policy RL (PPO, GRPO, Dr. GRPO, RLOO).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
 
@@ -279,6 +279,37 @@ def train_rl_cmd(
         err.print("[yellow]interrupted[/]: run again with --resume to continue from the last checkpoint.")
         raise typer.Exit(130)
     _print_rl(run_dir)
+
+
+@train_app.command("sft")
+def train_sft_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (options below override it)"),
+    model: Optional[str] = typer.Option(None, help="model to fine-tune"),
+    data: list[str] = typer.Option([], help="Episode JSONL file (repeatable)"),
+    out: Optional[str] = typer.Option(None, help="run directory [default: runs/sft]"),
+    max_steps: Optional[int] = typer.Option(None, help="optimizer steps (overrides epochs)"),
+    epochs: Optional[float] = typer.Option(None, help="passes over the data [default: 1]"),
+    lr: Optional[float] = typer.Option(None, help="learning rate [default: 1e-5]"),
+    only_correct: Optional[bool] = typer.Option(None, help="train only on correct episodes (rejection sampling)"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Supervised fine-tuning on Episodes (TRL SFTTrainer), loss only on the policy's tokens.
+
+    Prompt and tool-output tokens are masked out, multi-turn conversations included. Re-running the same command resumes from the last checkpoint; the final model is written to OUT/final.
+
+    Example: reasonlab train sft --model models/tiny --data traces.jsonl --out runs/sft-tiny --max-steps 200
+    """
+    from reasonlab.config import load_config
+    from reasonlab.train.sft import SFTSettings, train_sft
+
+    overrides = {"model": model, "out": out, "max_steps": max_steps, "epochs": epochs, "lr": lr,
+                 "only_correct": only_correct, "data": data or None}
+    try:
+        cfg = load_config(SFTSettings, config, overrides)
+        final = train_sft(cfg, show_progress=not quiet)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    console.print(f"[green]fine-tuned model[/] → {final}")
 
 
 def _print_rl(run_dir: Path) -> None:
