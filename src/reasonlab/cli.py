@@ -332,6 +332,13 @@ def _mount_optional() -> None:
     except Exception:  # pragma: no cover
         return
     app.add_typer(sandbox_app, name="sandbox", help="Run untrusted Python in the sandbox.")
+    try:
+        from reasonlab.priming.cli import app as prime_app
+        from reasonlab.priming.cli import behaviors_app
+    except Exception:  # pragma: no cover
+        return
+    app.add_typer(prime_app, name="prime", help="Write synthetic Countdown reasoning traces that show chosen behaviors.")
+    app.add_typer(behaviors_app, name="behaviors", help="Count cognitive behaviors: local classifier, LLM judge, corpus curation.")
 
 
 _mount_optional()

@@ -1,0 +1,179 @@
+"""Synthetic Countdown reasoning traces for behaviour priming (Gandhi et al. 2025, arXiv 2503.01307).
+
+Each trace narrates a search of :mod:`reasonlab.priming.search` and carries its *true* behaviour
+counts in ``Episode.behaviors`` (the counts come from the search record, not from reading the
+text), so SFT data is known to show exactly the behaviours of its condition, and behaviour
+classifiers can be measured against it.
+
+Conditions (``CONDITIONS``):
+
+- ``all_strategies``: verification, backtracking, subgoal setting, backward chaining;
+- ``only_backtracking``, ``backtracking_verification``, ``backtracking_subgoal``,
+  ``backtracking_backward``: backtracking plus the named behaviour, nothing else;
+- ``empty_cot``: ``<think></think>`` then the correct answer;
+- ``dots``: the thinking replaced by dots, as many *characters* as the ``all_strategies`` thinking of
+  the same problem and seed (characters, not tokens: token counts depend on the tokenizer);
+- ``no_positive``: the ``all_strategies`` trace with a wrong (but well-formed, every number used
+  once) final answer: one operator of the correct expression is changed. The thinking is left
+  as it is, so it still narrates the correct solution; only the ``<answer>`` is wrong.
+
+Determinism: the problem list comes from the task with the same ``seed``; each problem's search
+and phrasing use RNGs keyed on (seed, problem id, condition), with ``dots``/``no_positive``/
+``empty_cot`` keyed like ``all_strategies`` so that they are the same search. ``paraphrase``
+changes only the phrasing (another template family), not the search or the counts.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from reasonlab.episode import Episode, Problem
+from reasonlab.priming import phrases
+from reasonlab.priming.narrate import narrate
+from reasonlab.priming.search import search
+from reasonlab.tasks import get_task
+from reasonlab.tasks.base import stable_hash
+from reasonlab.tasks.countdown import ExpressionError, evaluate_expression
+
+BEHAVIORS = ("verification", "backtracking", "subgoal_setting", "backward_chaining")
+
+# condition -> behaviours its thinking shows (every one at least once per trace)
+CONDITION_BEHAVIORS: dict[str, tuple[str, ...]] = {
+    "all_strategies": BEHAVIORS,
+    "only_backtracking": ("backtracking",),
+    "backtracking_verification": ("backtracking", "verification"),
+    "backtracking_subgoal": ("backtracking", "subgoal_setting"),
+    "backtracking_backward": ("backtracking", "backward_chaining"),
+    "empty_cot": (),
+    "dots": (),
+    "no_positive": BEHAVIORS,
+}
+CONDITIONS = tuple(CONDITION_BEHAVIORS)
+_SAME_SEARCH_AS = {"dots": "all_strategies", "no_positive": "all_strategies", "empty_cot": "all_strategies"}
+
+
+def check_condition(condition: str) -> str:
+    if condition not in CONDITION_BEHAVIORS:
+        raise ValueError(f"unknown priming condition {condition!r}; allowed: {', '.join(CONDITIONS)}")
+    return condition
+
+
+def generate_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
+                    task_args: dict[str, Any] | None = None, paraphrase: bool | str = False) -> list[Episode]:
+    """``n`` scored trace Episodes of ``condition`` on Countdown problems (deterministic for a seed).
+
+    ``paraphrase=True`` words the same traces (same searches, same counts) with the held-out
+    template family ``paraphrase_b``, for measuring behaviour classifiers; a string picks a family
+    of :data:`reasonlab.priming.phrases.FAMILIES` by name.
+    """
+    return list(iter_traces(condition, n, seed=seed, split=split, task_args=task_args, paraphrase=paraphrase))
+
+
+def iter_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
+                task_args: dict[str, Any] | None = None, paraphrase: bool | str = False) -> Iterator[Episode]:
+    """Like :func:`generate_traces`, one Episode at a time (for progress bars)."""
+    check_condition(condition)
+    phrasing(paraphrase)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    task = get_task("countdown", **(task_args or {}))
+    for problem in task.problems(split, n, seed=seed):
+        yield trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase)
+
+
+def phrasing(paraphrase: bool | str) -> str:
+    """Template family name for a ``paraphrase`` argument (False → standard, True → held out)."""
+    if paraphrase is True:
+        return phrases.HELD_OUT
+    if paraphrase is False:
+        return "standard"
+    if paraphrase not in phrases.FAMILIES:
+        raise ValueError(f"unknown phrasing {paraphrase!r}; allowed: True, False, {', '.join(phrases.FAMILIES)}")
+    return paraphrase
+
+
+def trace_episode(task, problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False) -> Episode:
+    """One trace of ``condition`` for ``problem``, as a scored Episode."""
+    check_condition(condition)
+    think, answer, counts, goal_checks = write_trace(problem, condition, seed=seed, paraphrase=paraphrase)
+    text = f"<think>{think}</think>\n<answer>{answer}</answer>"
+    score = task.score(problem, text)
+    return Episode(
+        task=problem.task,
+        problem_id=problem.id,
+        sample_index=0,
+        messages=task.messages(problem) + [{"role": "assistant", "content": text}],
+        reward=score.reward,
+        correct=score.correct,
+        format_ok=score.format_ok,
+        answer=score.answer,
+        score_details=score.details,
+        stats={"think_chars": len(think), "chars": len(text), "goal_checks": goal_checks},
+        behaviors={k: float(counts[k]) for k in BEHAVIORS},
+        meta={"condition": condition, "seed": seed, "phrasing": phrasing(paraphrase), "source": "reasonlab.priming"},
+    )
+
+
+class Trace(NamedTuple):
+    think: str  # the text inside <think>...</think>
+    answer: str  # the expression inside <answer>...</answer>
+    counts: dict[str, int]  # true behaviour counts
+    goal_checks: int  # times a result is compared with the current goal ("None of these is 41")
+
+
+def write_trace(problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False) -> Trace:
+    """The trace of ``condition`` for one problem, with its true counts."""
+    numbers, target = problem.metadata["numbers"], problem.metadata["target"]
+    base = _SAME_SEARCH_AS.get(condition, condition)
+    t = _narrated_search(problem.id, tuple(numbers), target, base, seed, phrasing(paraphrase))
+    zero = {k: 0 for k in BEHAVIORS}
+    if condition == "empty_cot":
+        return Trace("", t.answer, zero, 0)
+    if condition == "dots":
+        return Trace("." * len(t.think), t.answer, zero, 0)
+    if condition == "no_positive":
+        wrong_rng = random.Random(stable_hash("priming-wrong", seed, problem.id))
+        return Trace(t.think, wrong_answer(t.answer, numbers, target, wrong_rng), dict(t.counts), t.goal_checks)
+    return t._replace(counts=dict(t.counts))
+
+
+@lru_cache(maxsize=4096)  # dots / no_positive / empty_cot reuse the all_strategies search
+def _narrated_search(problem_id: str, numbers: tuple[int, ...], target: int, base: str, seed: int,
+                     family: str) -> Trace:
+    shows = CONDITION_BEHAVIORS[base]
+    search_rng = random.Random(stable_hash("priming-search", seed, problem_id, base))
+    phrase_rng = random.Random(stable_hash("priming-phrase", seed, problem_id, base, family))
+    trace = search(list(numbers), target, search_rng, backward="backward_chaining" in shows,
+                   subgoal="subgoal_setting" in shows, verify="verification" in shows)
+    think, counts = narrate(trace, phrases.FAMILIES[family], phrase_rng)
+    if counts != trace.counts():  # the narrator must say exactly what the search did
+        raise AssertionError(f"narrated counts {counts} != searched counts {trace.counts()}")
+    return Trace(think, trace.answer, counts, len(trace.attempts))  # one leaf check per attempt
+
+
+def wrong_answer(expr: str, numbers: list[int], target: int, rng: random.Random) -> str:
+    """``expr`` with one operator changed: well-formed, every number used once, never a division by
+    zero, and a value other than ``target``: the nearest whole-number miss if there is one, else the
+    nearest miss (ties broken by ``rng``)."""
+    spots = [m.start() for m in re.finditer(r"(?<= )[-+*/](?= )", expr)]
+    options = [(i, op) for i in spots for op in "+-*/" if op != expr[i]]
+    rng.shuffle(options)
+    best, best_gap = None, None
+    for i, op in options:
+        cand = expr[:i] + op + expr[i + 1 :]
+        try:
+            res = evaluate_expression(cand)
+        except ExpressionError:  # pragma: no cover - swapping an operator keeps the form
+            continue
+        if res.value is None or res.value == target or sorted(res.numbers) != sorted(numbers):
+            continue
+        gap = (res.value.denominator != 1, abs(res.value - target))
+        if best_gap is None or gap < best_gap:
+            best, best_gap = cand, gap
+    if best is None:  # pragma: no cover - some operator change always alters the value
+        raise ValueError(f"cannot make a wrong answer from {expr!r}")
+    return best

@@ -1,0 +1,251 @@
+"""Synthetic priming traces (reasonlab.priming) and the local behaviour classifier."""
+
+import random
+import re
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from reasonlab.analysis.behaviors import (
+    BEHAVIORS,
+    count_behaviors_local,
+    evaluate_classifier,
+    evaluate_local_classifier,
+)
+from reasonlab.episode import Episode, read_episodes
+from reasonlab.priming import CONDITION_BEHAVIORS, CONDITIONS, generate_traces
+from reasonlab.priming.search import search
+from reasonlab.priming.traces import wrong_answer
+from reasonlab.tasks import get_task
+
+N = 40
+TRACE = re.compile(r"<think>(.*)</think>\n<answer>(.+)</answer>", re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def traces():
+    return {c: generate_traces(c, N, seed=0) for c in CONDITIONS}
+
+
+def test_every_trace_parses_and_scores_as_intended(traces):
+    task = get_task("countdown")
+    problems = {p.id: p for p in task.problems("train", N, seed=0)}
+    for condition, eps in traces.items():
+        assert len(eps) == N
+        for ep in eps:
+            assert [m["role"] for m in ep.messages] == ["system", "user", "assistant"]
+            assert ep.messages[:2] == task.messages(problems[ep.problem_id])
+            m = TRACE.fullmatch(ep.completion)
+            assert m, ep.completion
+            think = m.group(1)
+            score = task.score(problems[ep.problem_id], ep.completion)
+            assert (ep.reward, ep.correct, ep.format_ok) == (score.reward, score.correct, score.format_ok)
+            assert ep.answer == score.answer
+            assert ep.meta["condition"] == condition
+            assert ep.format_ok
+            if condition == "no_positive":
+                assert not ep.correct and ep.reward == pytest.approx(0.1)
+                assert ep.score_details["error"].startswith("evaluates to")  # all numbers used, only the value is wrong
+            else:
+                assert ep.correct and ep.reward == 1.0
+            if condition == "empty_cot":
+                assert think == ""
+            elif condition == "dots":
+                assert set(think) == {"."}
+            else:
+                assert len(think) > 100 and "." in think
+
+
+def test_dots_match_all_strategies_length_in_characters(traces):
+    full = {e.problem_id: TRACE.fullmatch(e.completion).group(1) for e in traces["all_strategies"]}
+    for ep in traces["dots"]:
+        dots = TRACE.fullmatch(ep.completion).group(1)
+        assert len(dots) == len(full[ep.problem_id])
+        assert ep.stats["think_chars"] == len(dots)
+
+
+def test_no_positive_is_all_strategies_with_a_wrong_answer(traces):
+    full = {e.problem_id: e for e in traces["all_strategies"]}
+    for ep in traces["no_positive"]:
+        ref = full[ep.problem_id]
+        assert TRACE.fullmatch(ep.completion).group(1) == TRACE.fullmatch(ref.completion).group(1)
+        assert ep.behaviors == ref.behaviors
+        assert ep.answer != ref.answer
+
+
+def test_wrong_answer_is_always_wrong_but_well_formed():
+    task = get_task("countdown", min_numbers=2, max_numbers=5)
+    rng = random.Random(0)
+    for p in task.problems("train", 200, seed=7):
+        expr = wrong_answer(p.metadata["solution"], p.metadata["numbers"], p.metadata["target"], rng)
+        s = task.score(p, f"<answer>{expr}</answer>")
+        assert s.format_ok and not s.correct, (p.metadata, expr, s.details)
+
+
+def test_conditions_show_only_their_behaviours(traces):
+    """Rule: with 3+ numbers (the default task), every trace shows each behaviour of its condition
+    at least once (backtracking included) and every other behaviour exactly zero times."""
+    for condition, eps in traces.items():
+        shows = CONDITION_BEHAVIORS[condition]
+        for ep in eps:
+            assert set(ep.behaviors) == set(BEHAVIORS)
+            # one comparison with the goal per attempt: the detours plus the solving path
+            thinks = condition not in ("dots", "empty_cot")
+            assert ep.stats["goal_checks"] == (ep.behaviors["backtracking"] + 1 if thinks else 0)
+            for b in BEHAVIORS:
+                if b in shows:
+                    assert ep.behaviors[b] >= 1, (condition, b, ep.completion)
+                else:
+                    assert ep.behaviors[b] == 0, (condition, b, ep.completion)
+    assert {b for b in BEHAVIORS if CONDITION_BEHAVIORS["only_backtracking"] == (b,)} == {"backtracking"}
+
+
+def test_counts_vary_and_two_number_problems_have_no_detour():
+    eps = generate_traces("all_strategies", 60, seed=2)
+    assert len({tuple(e.behaviors.values()) for e in eps}) > 10  # not one fixed recipe
+    two = generate_traces("backtracking_verification", 10, seed=0, task_args={"min_numbers": 2, "max_numbers": 2})
+    assert all(e.correct and e.behaviors["backtracking"] == 0 and e.behaviors["verification"] >= 1 for e in two)
+
+
+def _sentences(text):
+    return [re.sub(r"\d+", "N", s) for s in re.split(r"(?<=[.!?])\s+|\n", text) if s.strip()]
+
+
+def test_phrasing_varies(traces):
+    eps = generate_traces("all_strategies", 50, seed=0)
+    templates = {s for e in eps for s in _sentences(TRACE.fullmatch(e.completion).group(1))}
+    assert len(templates) > 60
+    # several wordings per behaviour, not one template
+    for b in BEHAVIORS:
+        wordings = {s for s in templates if count_behaviors_local(s)[b]}
+        assert len(wordings) >= 4, (b, wordings)
+
+
+def test_deterministic_by_seed():
+    a = [e.to_dict() for e in generate_traces("all_strategies", 15, seed=5)]
+    b = [e.to_dict() for e in generate_traces("all_strategies", 15, seed=5)]
+    c = [e.to_dict() for e in generate_traces("all_strategies", 15, seed=6)]
+    assert a == b and a != c
+
+
+def test_paraphrase_rewords_the_same_searches():
+    std = generate_traces("all_strategies", 20, seed=3, split="test")
+    para = generate_traces("all_strategies", 20, seed=3, split="test", paraphrase=True)
+    for s, p in zip(std, para):
+        assert s.problem_id == p.problem_id and s.behaviors == p.behaviors and s.answer == p.answer
+        assert s.completion != p.completion and p.correct
+        assert p.meta["phrasing"] == "paraphrase_b" and s.meta["phrasing"] == "standard"
+    with pytest.raises(ValueError, match="unknown phrasing"):
+        generate_traces("all_strategies", 1, paraphrase="klingon")
+
+
+def test_unknown_condition_lists_the_allowed_names():
+    with pytest.raises(ValueError) as e:
+        generate_traces("only_verification", 3)
+    for c in CONDITIONS:
+        assert c in str(e.value)
+
+
+def test_search_reaches_the_target_with_every_behaviour():
+    for seed in range(20):
+        t = search([25, 5, 3, 7], 33, random.Random(seed), backward=True, subgoal=True, verify=True)
+        assert all(v >= 1 for v in t.counts().values())
+        assert t.attempts[-1].leaf.hit and not any(a.leaf.hit for a in t.attempts[:-1])
+    with pytest.raises(ValueError, match="no solution"):
+        search([2, 3], 100, random.Random(0))
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+def test_local_classifier_fires_on_natural_phrasing():
+    cases = {
+        "Let me check: 3 * 25 = 75. Yes.": "verification",
+        "That doesn't work, let's try 98 - 44 instead.": "backtracking",
+        "Working backwards, 75 = 3 x 25, so I need 25 from the rest.": "backward_chaining",
+        "First, I'll aim for 20, then multiply by the rest.": "subgoal_setting",
+    }
+    for text, behaviour in cases.items():
+        got = count_behaviors_local(text)
+        assert got == {b: int(b == behaviour) for b in BEHAVIORS}, (text, got)
+    neutral = "I need to make 75 from 98, 44 and 21. Let me try 98 - 44 = 54. Then 54 + 21 = 75. So the answer is 98 - 44 + 21."
+    assert count_behaviors_local(neutral) == {b: 0 for b in BEHAVIORS}
+    # a run of sentences is one event; successive backward links are separate
+    assert count_behaviors_local("That fails. Dead end. Let me go back.")["backtracking"] == 1
+    chain = "Working backwards: 75 = 3 * 25, so I need 25. Then 25 = 5 * 5, so I need 5."
+    assert count_behaviors_local(chain)["backward_chaining"] == 2
+
+
+def _ep(text, **true):
+    return Episode("countdown", "p", 0, [{"role": "assistant", "content": text}],
+                   behaviors={b: float(true.get(b, 0)) for b in BEHAVIORS})
+
+
+def test_evaluate_classifier_arithmetic():
+    eps = [_ep("a", verification=2, backtracking=1), _ep("b", verification=0, subgoal_setting=1), _ep("c")]
+    eps.append(Episode("countdown", "q", 0, [], behaviors=None))
+    preds = {"a": {"verification": 1, "backtracking": 3}, "b": {"verification": 1}, "c": {}}
+    r = evaluate_classifier(eps, lambda text: preds[text])
+    assert r["n"] == 3 and r["skipped"] == 1
+    v = r["per_behavior"]["verification"]  # a: TP1 FN1; b: FP1
+    assert (v["tp"], v["fp"], v["fn"]) == (1, 1, 1) and v["precision"] == 0.5 and v["recall"] == 0.5
+    assert v["presence_precision"] == 0.5 and v["presence_recall"] == 1.0
+    bt = r["per_behavior"]["backtracking"]  # a: TP1 FP2
+    assert (bt["tp"], bt["fp"], bt["fn"]) == (1, 2, 0) and bt["precision"] == pytest.approx(1 / 3) and bt["recall"] == 1.0
+    sg = r["per_behavior"]["subgoal_setting"]  # never predicted
+    assert sg["precision"] is None and sg["recall"] == 0.0 and sg["presence_precision"] is None
+    assert r["per_behavior"]["backward_chaining"]["recall"] is None  # never present
+    assert r["micro"]["precision"] == pytest.approx(2 / 5) and r["micro"]["recall"] == pytest.approx(2 / 4)
+
+
+def test_evaluation_uses_the_true_counts_of_the_episodes(traces):
+    eps = traces["all_strategies"] + traces["only_backtracking"]
+    true_total = {b: sum(e.behaviors[b] for e in eps) for b in BEHAVIORS}
+    r = evaluate_classifier(eps, lambda text: {})
+    assert {b: r["per_behavior"][b]["fn"] for b in BEHAVIORS} == true_total
+    r = evaluate_local_classifier(eps)
+    assert {b: r["per_behavior"][b]["true_total"] for b in BEHAVIORS} == true_total
+    # the cues were written against the standard templates: near perfect there by construction
+    assert r["micro"]["f1"] == 1.0
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from reasonlab.priming.cli import app, behaviors_app
+
+    root = typer.Typer()
+    root.add_typer(app, name="prime")
+    root.add_typer(behaviors_app, name="behaviors")
+    return root
+
+
+def test_cli_writes_loadable_episodes(cli, tmp_path):
+    out = tmp_path / "sub" / "traces.jsonl"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["prime", "--condition", "backtracking_subgoal", "--n", "12", "--out", str(out), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert "accuracy" in res.output and "mean subgoal_setting" in res.output
+    eps = read_episodes(out)
+    assert len(eps) == 12 and all(e.meta["condition"] == "backtracking_subgoal" and e.correct for e in eps)
+    assert [e.to_dict() for e in eps] == [e.to_dict() for e in generate_traces("backtracking_subgoal", 12, seed=3)]
+    # running again replaces the file rather than appending
+    assert runner.invoke(cli, ["prime", "--condition", "dots", "--n", "5", "--out", str(out)]).exit_code == 0
+    assert len(read_episodes(out)) == 5
+    assert "Example: reasonlab prime" in runner.invoke(cli, ["prime", "--help"]).output
+
+
+def test_cli_unknown_condition(cli, tmp_path):
+    res = CliRunner().invoke(cli, ["prime", "--condition", "nope", "--n", "2", "--out", str(tmp_path / "x.jsonl")])
+    assert res.exit_code == 2
+    assert "unknown priming condition" in res.output and "all_strategies" in res.output
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_cli_eval_local(cli):
+    res = CliRunner().invoke(cli, ["behaviors", "eval-local", "--n", "2"])
+    assert res.exit_code == 0, res.output
+    assert "paraphrase_b" in res.output and "backward_chaining" in res.output and "presence" in res.output
