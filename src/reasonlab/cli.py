@@ -312,6 +312,49 @@ def train_sft_cmd(
     console.print(f"[green]fine-tuned model[/] → {final}")
 
 
+EXPERIMENTS = {"countdown-behaviors": "reasonlab.experiments.behaviors"}
+
+
+def _recipe_path(experiment: str, preset: str) -> Path:
+    name = f"{experiment}-{preset}.yaml"
+    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[2] / "recipes"):
+        if (root / name).exists():
+            return root / name
+    fail(f"no preset {preset!r} for {experiment} (looked for recipes/{name}); pass --config FILE")
+
+
+@app.command("run")
+def run_cmd(
+    experiment: str = typer.Argument(..., help="experiment: countdown-behaviors"),
+    preset: str = typer.Option("cpu", help="recipe preset: cpu (2 cores, <20 min), gpu (documented real run), ci (tiny)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="recipe YAML instead of a preset"),
+    out: Optional[str] = typer.Option(None, help="run directory [default: runs/<recipe name>]"),
+    quiet: bool = typer.Option(False, help="no progress bars"),
+) -> None:
+    """Run a whole experiment from a recipe; re-running resumes where it stopped.
+
+    countdown-behaviors: for each priming condition, SFT on synthetic behavior traces, then PPO on Countdown, evaluating accuracy, pass@k, length and behavior counts every K steps; writes results.csv, report.md, report.html and plots.
+
+    Example: reasonlab run countdown-behaviors --preset cpu
+    """
+    if experiment not in EXPERIMENTS:
+        fail(f"unknown experiment {experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
+    from reasonlab.config import load_config
+    from reasonlab.experiments.behaviors import BehaviorsRecipe, run_behaviors
+
+    path = config or _recipe_path(experiment, preset)
+    try:
+        recipe = load_config(BehaviorsRecipe, path, {"out": out})
+        run_dir = run_behaviors(recipe, show_progress=not quiet)
+    except (*_user_errors(), FileExistsError) as e:
+        fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: run the same command again to resume.")
+        raise typer.Exit(130)
+    console.print(f"[green]done[/]: {run_dir}/report.md, report.html, results.csv")
+    console.print((run_dir / "report.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+
+
 def _print_rl(run_dir: Path) -> None:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     if not rows:

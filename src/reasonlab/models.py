@@ -180,6 +180,7 @@ def create_tiny(
     max_positions: int = 1024,
     tasks: tuple[str, ...] = ("countdown",),
     seed: int = 0,
+    extra_texts: list[str] | None = None,
 ) -> Path:
     """Create a from-scratch Llama model + BPE tokenizer trained on task text, saved as HF folder."""
     import torch
@@ -199,7 +200,7 @@ def create_tiny(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(task_corpus(list(tasks), seed=seed), trainer=trainer)
+    bpe.train_from_iterator(task_corpus(list(tasks), seed=seed) + list(extra_texts or []), trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token=None,

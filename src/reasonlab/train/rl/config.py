@@ -65,6 +65,9 @@ class RLConfig(Strict):
     eval_every: int = Field(0, ge=0, description="steps between evaluations (0 = only at the end)")
     eval_limit: int = Field(32, ge=1)
     eval_n: int = Field(4, ge=1)
+    eval_at_start: bool = Field(False, description="evaluate before the first update (logged as step 0)")
+    eval_behaviors: bool = Field(False, description="count cognitive behaviors in eval responses (local classifier)")
+    save_eval_episodes: bool = Field(True, description="keep every eval's episodes in episodes/eval-step-N.jsonl")
     save_every: int = Field(0, ge=0, description="steps between checkpoints (0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1)
     tensorboard: bool = True

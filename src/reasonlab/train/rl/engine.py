@@ -455,6 +455,15 @@ class RLTrainer:
                "eval/response_length": s["mean_generated_tokens"]}
         for k, v in s["pass@k"].items():
             row[f"eval/pass@{k}"] = v
+        if self.cfg.eval_behaviors:
+            from reasonlab.analysis.behaviors import BEHAVIORS, count_behaviors_local
+
+            for e in eps:
+                e.behaviors = dict(count_behaviors_local(e.completion))
+            for b in BEHAVIORS:
+                row[f"eval/{b}"] = sum(e.behaviors[b] for e in eps) / max(len(eps), 1)
+        if self.cfg.save_eval_episodes and rank() == 0:
+            append_jsonl(self.out / "episodes" / f"eval-step-{self.step_idx:06d}.jsonl", eps, fsync=False)
         return row
 
     # ------------------------------------------------------------------ checkpoints
@@ -568,7 +577,12 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True,
                 trainer.backend.sync_weights(trainer.policy)
             log.warning("resumed from %s (step %d)", ckpt, trainer.step_idx)
         if rank() == 0:
-            _truncate_metrics(out / "metrics.jsonl", trainer.step_idx)
+            # forget what was logged after the checkpoint (it is redone); at step 0, everything
+            keep_upto = trainer.step_idx if trainer.step_idx > 0 else -1
+            _truncate_metrics(out / "metrics.jsonl", keep_upto)
+            for f in (out / "episodes").glob("eval-step-*.jsonl"):
+                if int(f.stem.split("-")[-1]) > keep_upto:
+                    f.unlink()
     if cfg.tensorboard and rank() == 0:
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -582,6 +596,8 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True,
     try:
         with Progress(*cols, disable=not show_progress or rank() != 0) as progress:
             bar = progress.add_task(f"{cfg.algorithm} {cfg.task}", total=cfg.steps, completed=trainer.step_idx, reward="-")
+            if cfg.eval_at_start and trainer.step_idx == 0:
+                trainer.log({"step": 0, **trainer.evaluate()})
             while trainer.step_idx < cfg.steps:
                 row = trainer.step()
                 s = trainer.step_idx
