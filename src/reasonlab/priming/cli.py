@@ -150,3 +150,87 @@ def eval_local(
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
+
+
+def _judge_options(base_url: str, model: str, concurrency: int, cache: Path):
+    from reasonlab.analysis.judge import BehaviorJudge
+    from reasonlab.rollout.openai_client import OpenAIChat
+
+    client = OpenAIChat(base_url, model, api_key=os.environ.get("OPENAI_API_KEY", "none"),
+                        concurrency=concurrency, cache=cache)
+    return BehaviorJudge(client)
+
+
+@behaviors_app.command("judge")
+def judge_cmd(
+    episodes: Path = typer.Argument(..., help="Episode JSONL file whose responses to count"),
+    out: Path = typer.Option(..., "--out", "-o", help="output Episode JSONL with `behaviors` filled"),
+    base_url: str = typer.Option(..., help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1"),
+    model: str = typer.Option(..., help="model name served there"),
+    concurrency: int = typer.Option(8, help="requests in flight"),
+    cache: Path = typer.Option(Path("runs/judge-cache.sqlite"), help="on-disk cache: a re-run pays nothing twice"),
+) -> None:
+    """Count the four behaviors in each response with an LLM judge (one prompt per behavior).
+
+    Requests are cached on disk, retried with backoff on 429/5xx/timeouts and limited in concurrency; re-running after an interruption re-sends nothing already answered. Token use is printed. Set OPENAI_API_KEY for hosted endpoints.
+
+    Example: reasonlab behaviors judge runs/x/episodes/eval-step-000010.jsonl -o judged.jsonl --base-url http://127.0.0.1:8080/v1 --model smollm2
+    """
+    from reasonlab.episode import append_jsonl, read_episodes
+
+    eps = read_episodes(episodes)
+    judge = _judge_options(base_url, model, concurrency, cache)
+    with _progress() as bar:
+        job = bar.add_task("judge", total=len(eps) * len(BEHAVIORS))
+        rep = judge.count([e.completion for e in eps], progress=lambda k: bar.advance(job, k))
+    for e, c in zip(eps, rep.counts):
+        e.behaviors = c
+    out.unlink(missing_ok=True)
+    append_jsonl(out, eps)
+    table = Table("", "value", title=f"judged {len(eps)} responses → {out}")
+    for b in BEHAVIORS:
+        vals = [c[b] for c in rep.counts if c.get(b) is not None]
+        table.add_row(f"mean {b}", f"{sum(vals) / len(vals):.2f}" if vals else "-")
+    for k in ("requests", "cached", "retries", "failures", "prompt_tokens", "completion_tokens"):
+        table.add_row(k, str(rep.usage.get(k)))
+    table.add_row("malformed replies", str(rep.malformed))
+    console.print(table)
+
+
+@behaviors_app.command("curate")
+def curate_cmd(
+    corpus: str = typer.Argument(..., help="JSONL file, or a dataset name/folder for datasets.load_dataset"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: enriched.jsonl, control.jsonl, stats.json"),
+    text_field: str = typer.Option("text", help="field holding the document text"),
+    split: str = typer.Option("train", help="dataset split (for datasets)"),
+    limit: int = typer.Option(0, help="classify only the first N documents (0 = all)"),
+    top_fraction: float = typer.Option(0.1, help="fraction of documents kept in the enriched subset"),
+    classifier: str = typer.Option("local", help="local (fast, no server) or judge"),
+    base_url: str = typer.Option("", help="judge endpoint (with --classifier judge)"),
+    model: str = typer.Option("", help="judge model (with --classifier judge)"),
+    cache: Path = typer.Option(Path("runs/judge-cache.sqlite"), help="judge cache"),
+) -> None:
+    """Classify a text corpus for cognitive behaviors; write a behavior-enriched subset and a minimal-behavior control.
+
+    As the study did with OpenWebMath to build continued-pretraining sets. Every output line is the input record plus its behavior counts; stats.json compares the subsets.
+
+    Example: reasonlab behaviors curate corpus.jsonl --out runs/curated --top-fraction 0.1
+    """
+    import json
+
+    from reasonlab.analysis.curate import curate, load_corpus
+
+    if classifier not in ("local", "judge"):
+        _fail("--classifier must be local or judge")
+    try:
+        records = load_corpus(corpus, text_field, split, limit or None)
+        classify = None
+        if classifier == "judge":
+            if not base_url or not model:
+                _fail("--classifier judge needs --base-url and --model")
+            judge = _judge_options(base_url, model, 8, cache)
+            classify = lambda texts: judge.count(texts).counts  # noqa: E731
+        stats = curate(records, out, text_field=text_field, classify=classify, top_fraction=top_fraction)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print_json(json.dumps(stats))

@@ -1,0 +1,100 @@
+"""The OpenAI-compatible client and the behavior judge against a real llama.cpp server on loopback
+(SmolLM2-135M GGUF), with a fault-injecting proxy for 429, 500, timeouts and malformed replies."""
+
+import asyncio
+import importlib.util
+
+import pytest
+
+from reasonlab.rollout.openai_client import BudgetExceeded, OpenAIChat, RequestFailed
+
+if importlib.util.find_spec("llama_cpp") is None:
+    pytest.skip("llama-cpp-python is not installed (install.sh installs it; see README)", allow_module_level=True)
+
+from servers import FaultProxy, start_llama_server  # noqa: E402
+
+Q = [{"role": "user", "content": "What is 2 + 2? Answer with one number."}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from reasonlab.models import smollm2_gguf_path
+
+    proc, base = start_llama_server(str(smollm2_gguf_path()), str(tmp_path_factory.mktemp("llama") / "server.log"))
+    proxy = FaultProxy(base)
+    yield proxy
+    proxy.close()
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def client(server, tmp_path, **kw):
+    kw.setdefault("backoff_s", 0.05)
+    return OpenAIChat(server.base, "smollm2", cache=tmp_path / "cache.sqlite", **kw)
+
+
+def test_chat_usage_and_cache(server, tmp_path):
+    c = client(server, tmp_path, price_in=1.0, price_out=2.0)
+    r = asyncio.run(c.achat(Q, max_tokens=8, temperature=0))
+    assert r.text and r.completion_tokens > 0 and r.prompt_tokens > 0 and not r.cached
+    before = server.forwarded
+    r2 = asyncio.run(c.achat(Q, max_tokens=8, temperature=0))
+    assert r2.cached and r2.text == r.text and server.forwarded == before  # nothing paid twice
+    assert c.usage.requests == 1 and c.usage.cached == 1
+    assert c.usage.cost == pytest.approx((r.prompt_tokens * 1 + r.completion_tokens * 2) / 1e6)
+    # a new client on the same cache (a resumed run) makes no request either
+    c2 = client(server, tmp_path)
+    asyncio.run(c2.achat(Q, max_tokens=8, temperature=0))
+    assert server.forwarded == before and c2.usage.requests == 0
+
+
+def test_retries_on_429_and_500_then_succeeds(server, tmp_path):
+    c = client(server, tmp_path)
+    server.inject("429", 2)
+    server.inject("500", 1)
+    r = asyncio.run(c.achat(Q, max_tokens=4, temperature=0, seed=1))
+    assert r.text
+    assert c.usage.retries == 3 and c.usage.errors == {"RateLimitError": 2, "InternalServerError": 1}
+
+
+def test_gives_up_after_retries_and_on_timeout(server, tmp_path):
+    c = client(server, tmp_path, max_retries=1)
+    server.inject("429", 2)
+    with pytest.raises(RequestFailed, match="RateLimitError after 2 attempts"):
+        asyncio.run(c.achat(Q, max_tokens=4, seed=2))
+    c = client(server, tmp_path, max_retries=0, timeout_s=0.5)
+    server.inject("stall", 1)
+    with pytest.raises(RequestFailed, match="Timeout"):
+        asyncio.run(c.achat(Q, max_tokens=4, seed=3))
+
+
+def test_budget_stops_new_requests(server, tmp_path):
+    c = client(server, tmp_path, price_in=1e6, budget=1.0)  # the first request spends it all
+    asyncio.run(c.achat(Q, max_tokens=2, seed=4))
+    with pytest.raises(BudgetExceeded):
+        asyncio.run(c.achat(Q, max_tokens=2, seed=5))
+
+
+def test_concurrency_limit(server, tmp_path):
+    c = client(server, tmp_path, concurrency=2)
+    reqs = [(Q, {"max_tokens": 2, "seed": 100 + i}) for i in range(6)]
+    out = c.chat_many(reqs)
+    assert all(not isinstance(r, Exception) for r in out) and c.usage.requests == 6
+
+
+def test_judge_counts_and_handles_malformed(server, tmp_path):
+    from reasonlab.analysis.judge import BehaviorJudge
+
+    c = client(server, tmp_path)
+    judge = BehaviorJudge(c, max_tokens=48)
+    texts = ["Let me check: 3 * 5 = 15. That doesn't work, let me try another way. Working backwards from 24."]
+    server.inject("malformed", 4)  # the first reply of each behavior is malformed, then a retry
+    rep = judge.count(texts)
+    assert set(rep.counts[0]) == {"verification", "backtracking", "subgoal_setting", "backward_chaining"}
+    assert all(v is None or isinstance(v, int) for v in rep.counts[0].values())
+    assert rep.usage["requests"] >= 4 and rep.failed == 0
+    # a re-run is served from the cache
+    before = server.forwarded
+    judge2 = BehaviorJudge(client(server, tmp_path), max_tokens=48)
+    rep2 = judge2.count(texts)
+    assert server.forwarded == before and rep2.counts == rep.counts
