@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import struct
 
 _HEADER = struct.Struct("!I")
@@ -20,11 +21,19 @@ def encode(obj: dict) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def write_frame(fd: int, obj: dict) -> None:
-    """Blocking write of one frame to a file descriptor (pipe or socket)."""
+def write_frame(fd: int, obj: dict, timeout: float | None = None) -> None:
+    """Write one whole frame to a file descriptor (pipe or socket), blocking or not.
+
+    With a timeout (for a non-blocking fd), raise TimeoutError if the reader stops reading: the
+    zygote must not hang on a child that the code has stopped (SIGSTOP) or that never reads.
+    """
     data = memoryview(encode(obj))
     while data:
-        data = data[os.write(fd, data):]
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            if not select.select([], [fd], [], timeout)[1]:
+                raise TimeoutError("the reader is not reading") from None
 
 
 def read_frame(fd: int) -> dict | None:
@@ -64,6 +73,6 @@ class Decoder:
             end = _HEADER.size + size
             if len(self._buf) < end:
                 break
-            frames.append(json.loads(bytes(self._buf[_HEADER.size:end])))
+            frames.append(json.loads(bytes(self._buf[_HEADER.size : end])))
             del self._buf[:end]
         return frames

@@ -1,121 +1,50 @@
 """The zygote: a warm interpreter inside the isolation boundary that forks one process per execution.
 
-The host starts it once per Sandbox, through bubblewrap, `unshare` or plainly (see isolation.py).
+The host starts it once per Sandbox, through bubblewrap, `unshare` or plainly (isolation.py).
 It imports the preload modules (numpy, sympy, ...) once, then serves requests from the host over
-a socket. Each stateless execution runs in a pre-forked, already confined worker (_child.py), so
-a request costs a pipe write instead of an interpreter start; sessions run in holder processes.
+a socket. Each stateless execution runs in a *spare*: a worker forked and confined ahead of time
+(_child.py), so a request costs a pipe write, not an interpreter start or even a fork. Spares
+come from the forker, a twin of the zygote that forks on the other core (_forker.py), so that
+the loop here never stalls in fork(). Sessions run in holder processes (see _child.py).
 
-The zygote, not the host, enforces the wall-clock timeout and cleans up after each execution,
-because only it can see the processes (they live in its pid namespace). It is trusted code: it
-never runs user code, and the code cannot signal it (different uid, or it is pid 1 of the
-namespace). A single-threaded `selectors` loop, because fork and threads do not mix.
+The zygote, not the host, enforces the wall-clock timeout and cleans up, because only it sees
+the processes (they live in its pid namespace). It is trusted code: it never runs user code and
+the code cannot signal it (another uid, or it is pid 1 of the namespace). A single-threaded
+`selectors` loop, because fork and threads do not mix.
 
-Clean-up after an execution: kill the worker's process group, then every process left with the
-worker's uid (each slot and session has its own uid when we may switch uids), then every orphan
-re-parented to the zygote that it does not know (daemons that double-forked out of the group).
+A result is sent as soon as the worker reports (its output is flushed by then); the worker and
+everything it left behind are then killed: its process group, every process with its uid (each
+worker and session has its own uid when we may switch uids), and every orphan re-parented to
+the zygote that it does not know (daemons that double-forked out of the group).
 
-Stdlib only, run as a script (`python zygote.py FD CONFIG`), never imported by the host.
+Stdlib only, run as a script (`python _zygote.py FD CONFIG`), never imported by the host.
 """
 
 from __future__ import annotations
 
 import collections
-import errno
 import gc
 import importlib
 import json
 import os
 import selectors
-import shutil
 import signal
 import socket
 import sys
 import time
 
-import _child
+import _forker
+import _setup
 import _wire
+from _jobs import Capture, Job, Session, Worker, kill, signal_error
+from _sessions import SessionsMixin
 
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 1, 2, 4, 8, 32
-_MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 4096, 8192, 16384, 1 << 18
 
 
-class Capture:
-    """Bounded capture of one output stream: the head and the tail are kept, the middle is dropped."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.total = limit, 0
-        self.keep_tail = limit // 4
-        self.keep_head = limit - self.keep_tail
-        self.head, self.tail = bytearray(), bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.keep_head - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data
-            if len(self.tail) > 2 * self.keep_tail + 65536:
-                del self.tail[: len(self.tail) - self.keep_tail]
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > self.limit
-
-    def text(self) -> str:
-        if not self.truncated:
-            return (self.head + self.tail).decode("utf-8", "replace")
-        tail = self.tail[len(self.tail) - self.keep_tail:] if self.keep_tail else b""
-        dropped = self.total - len(self.head) - len(tail)
-        return (self.head.decode("utf-8", "replace") + f"\n[... {dropped} bytes truncated ...]\n"
-                + tail.decode("utf-8", "replace"))
-
-
-class Job:
-    """One stateless execution or one session cell, from request to result."""
-
-    def __init__(self, msg: dict, limit: int, session: "Session | None" = None) -> None:
-        self.id, self.code, self.stdin = msg["id"], msg["code"], msg.get("stdin", "")
-        self.timeout = msg["timeout_s"]
-        self.cpu_s = msg.get("cpu_s") or self.timeout
-        self.session = session
-        self.out, self.err = Capture(limit), Capture(limit)
-        self.t0 = self.deadline = self.kill_deadline = None
-        self.pid = None
-        self.timed_out = False
-        self.status = self.exc = self.failure = None
-        self.notes: list[str] = []
-
-
-class Slot:
-    """A pool slot: its own uid and one pre-forked spare worker, or the job that spare now runs."""
-
-    def __init__(self, index: int, uid: int | None) -> None:
-        self.index, self.uid = index, uid
-        self.pid = self.workdir = None
-        self.fds: dict[str, int] = {}
-        self.job: Job | None = None
-
-
-class Session:
-    """A holder process that keeps globals between cells, plus the pipes to it."""
-
-    def __init__(self, sid: str, uid: int | None, workdir: str, echo: bool) -> None:
-        self.sid, self.uid, self.workdir, self.echo = sid, uid, workdir, echo
-        self.holder = self.exec_pid = None
-        self.alive: set[int] = set()
-        self.fds: dict[str, int] = {}
-        self.decoder = _wire.Decoder()
-        self.job: Job | None = None
-        self.dead = True  # until a holder is spawned
-        self.lost = False
-
-
-class Zygote:
+class Zygote(SessionsMixin):
     def __init__(self, ctl: int, cfg: dict, uid_base: int | None) -> None:
-        self.ctl, self.cfg, self.uid_base = ctl, cfg, uid_base
+        self.ctl, self.cfg = ctl, cfg
         self.decoder = _wire.Decoder()
         self.sel = selectors.DefaultSelector()
         self.sel.register(ctl, selectors.EVENT_READ, self.on_ctl)
@@ -126,18 +55,31 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
         self.pool = cfg["pool_size"]
-        self.slots = [Slot(i, self.uid(i)) for i in range(self.pool)]
+        # Own uids for workers (running, spare, or dying) and for sessions: two separate pools.
+        base = 0 if uid_base is None else uid_base
+        self.uid_mode = uid_base is not None
+        self.worker_uids = collections.deque(range(base, base + 4 * self.pool))
+        self.session_uids = collections.deque(
+            range(base + 4 * self.pool, base + 4 * self.pool + cfg["max_sessions"])
+        )
+        self.spares: collections.deque[Worker] = collections.deque()
         self.sessions: dict[str, Session] = {}
-        self.free_uids = collections.deque(self.uid(self.pool + i) for i in range(cfg["max_sessions"]))
         self.pending: collections.deque[Job] = collections.deque()
-        self.owners: dict[int, object] = {}  # pid -> Slot or Session: every process we expect to exist
+        self.running: set[Job] = set()
+        self.owners: dict[int, Worker | Session] = {}  # every process we expect to exist
         self.counter = 0
-        self.running = 0
+        self.spawning = self.spare_failures = 0
+        self.forker_pid, self.forker = None, None
+        self.start_forker()
         self.children_file = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
         self.own_pidns = os.getpid() == 1
 
-    def uid(self, k: int) -> int | None:
-        return None if self.uid_base is None else self.uid_base + k
+    def take_uid(self, pool: collections.deque) -> int | None:
+        uid = pool.popleft()
+        return uid if self.uid_mode else None
+
+    def release_uid(self, pool: collections.deque, uid: int | None) -> None:
+        pool.append(uid if self.uid_mode else 0)
 
     # ---- requests from the host -------------------------------------------------------------
 
@@ -155,7 +97,7 @@ class Zygote:
                 session = self.sessions.get(msg["sid"])
                 job = Job(msg, self.cfg["max_output_bytes"], session)
                 if session is None:
-                    job.failure = "session is closed"
+                    job.failure = "session is closed" if self.session_uids else "too many open sessions"
                     self.reply(job)
                 else:
                     self.pending.append(job)
@@ -170,86 +112,157 @@ class Zygote:
     def dispatch(self) -> None:
         """Start queued jobs while fewer than pool_size run; a session runs one cell at a time."""
         for job in list(self.pending):
-            if self.running >= self.pool:
+            if len(self.running) >= self.pool:
                 return
             if job.session is None:
-                slot = next(s for s in self.slots if s.job is None)
+                if not self.spares:
+                    self.request_spares()
+                    continue  # the forker will deliver one
                 self.pending.remove(job)
-                self.start_job(slot, job)
+                self.start_job(self.spares.popleft(), job)  # its replacement is asked for when it ends
             elif job.session.job is None:
                 self.pending.remove(job)
                 self.start_cell(job.session, job)
+
+    def begin(self, job: Job, pid: int | None) -> None:
+        job.pid, job.t0 = pid, time.monotonic()
+        job.deadline = job.t0 + job.timeout
+        self.running.add(job)
+
+    def reply(self, job: Job) -> None:
+        status, error = job.status, None
+        exit_code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
+        if job.timed_out:
+            error = "timeout"
+        elif job.failure:
+            error = "sandbox failure: " + job.failure
+        elif exit_code < 0:
+            error = signal_error(-exit_code)
+        elif job.exc and job.exc.endswith("MemoryError"):
+            error = "memory limit"
+        if job.notes:
+            error = "; ".join(job.notes + ([error] if error else []))
+        duration = time.monotonic() - job.t0 if job.t0 else 0.0
+        self.send(
+            {
+                "op": "result",
+                "id": job.id,
+                "stdout": job.out.text(),
+                "stderr": job.err.text(),
+                "exit_code": exit_code,
+                "timed_out": job.timed_out,
+                "duration_s": duration,
+                "truncated": job.out.truncated or job.err.truncated,
+                "error": error,
+            }
+        )
 
     # ---- stateless jobs -----------------------------------------------------------------------
 
     def workdir(self, uid: int | None, kind: str) -> str:
         self.counter += 1
-        path = os.path.join(self.cfg["workbase"], f"{kind}-{self.counter}")
-        os.mkdir(path, 0o700)
-        if uid is not None:
-            os.chown(path, uid, uid)
-        return path
+        return _forker.make_workdir(self.cfg, uid, f"{kind}-{self.counter}")
 
-    def spec(self, uid: int | None) -> dict:
-        with open("/proc/self/statm") as f:  # the worker starts with our address space
-            vsz = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        cfg = self.cfg
-        return {"uid": uid, "parent": os.getpid(), "env": cfg["env"], "nproc": cfg["max_procs"],
-                "as_bytes": vsz + cfg["memory_mb"] * 2**20 if cfg["memory_mb"] else None,
-                "fsize_bytes": cfg["max_file_mb"] * 2**20 if cfg["max_file_mb"] else None}
-
-    def spawn_spare(self, slot: Slot) -> None:
-        slot.workdir = self.workdir(slot.uid, "job")
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        st_r, st_w = os.pipe()
-        job_r, job_w = os.pipe()
-        spec = self.spec(slot.uid)
+    def start_forker(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             try:
-                _child.worker_main(spec, slot.workdir, {1: out_w, 2: err_w, 3: st_w, 4: job_r})
+                mine.close()
+                os.closerange(3, theirs.fileno())  # not the host's socket, nor anyone's pipes
+                os.closerange(theirs.fileno() + 1, 1 << 20)
+                signal.set_wakeup_fd(-1)
+                _forker.forker_main(theirs, self.cfg)
             finally:
                 os._exit(1)
-        for fd in (out_w, err_w, st_w, job_r):
-            os.close(fd)
-        for fd in (out_r, err_r, st_r):
-            os.set_blocking(fd, False)
-        slot.pid, slot.fds = pid, {"out": out_r, "err": err_r, "st": st_r, "job": job_w}
-        self.owners[pid] = slot
+        theirs.close()
+        mine.setblocking(False)
+        self.forker_pid, self.forker, self.spawning = pid, mine, 0
+        self.owners[pid] = None  # known, never a leftover
+        self.sel.register(mine, selectors.EVENT_READ, self.on_forker)
 
-    def start_job(self, slot: Slot, job: Job) -> None:
+    def request_spares(self) -> None:
+        """Ask the forker for spares until pool_size are ready or on their way."""
+        while len(self.spares) + self.spawning < self.pool and self.worker_uids and self.forker:
+            self.counter += 1
+            uid = self.take_uid(self.worker_uids)
+            request = {"uid": uid, "name": f"job-{self.counter}"}
+            try:
+                self.forker.send(json.dumps(request).encode())
+            except OSError:
+                self.release_uid(self.worker_uids, uid)
+                return
+            self.spawning += 1
+
+    def on_forker(self) -> None:
+        while self.forker is not None:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.forker, 1 << 16, 4)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:  # the forker died (killed by same-uid code?): start another
+                self.sel.unregister(self.forker)
+                self.forker.close()
+                self.owners.pop(self.forker_pid, None)
+                self.forker = None
+                self.start_forker()
+                self.request_spares()
+                return
+            msg = json.loads(data)
+            if "error" in msg:  # the forker could not fork: count it like a worker dying at birth
+                self.spawning -= 1
+                self.release_uid(self.worker_uids, msg["uid"])
+                self.spare_died(msg["error"])
+                continue
+            if "reaped" in msg:
+                owner = self.owners.pop(msg["reaped"], None)
+                if isinstance(owner, Worker):
+                    owner.workdir = None  # the forker removed it and swept its uid
+                    self.on_worker_reaped(owner, msg["status"])
+                    self.kill_leftovers(None, None)  # its orphans are ours now
+                continue
+            self.spawning -= 1
+            for fd in fds:
+                os.set_blocking(fd, False)
+            names = ("out", "err", "st", "job")
+            worker = Worker(msg["pid"], msg["uid"], msg["workdir"], dict(zip(names, fds)))
+            self.owners[worker.pid] = worker
+            self.spares.append(worker)
+            self.dispatch()
+
+    def start_job(self, worker: Worker, job: Job) -> None:
         try:
-            _wire.write_frame(slot.fds["job"], {"code": job.code, "stdin": job.stdin, "cpu_s": job.cpu_s})
-        except OSError:  # the spare died (killed from outside?): replace it and retry once
-            self.retire_spare(slot)
-            self.spawn_spare(slot)
-            _wire.write_frame(slot.fds["job"], {"code": job.code, "stdin": job.stdin, "cpu_s": job.cpu_s})
-        os.close(slot.fds.pop("job"))
+            _wire.write_frame(worker.fds["job"], job.request(), timeout=5)
+        except OSError:  # the spare died or hangs (stopped from outside?): wait for another
+            self.discard(worker)
+            self.pending.appendleft(job)
+            self.request_spares()
+            return
+        self.close_fd(worker.fds, "job")
         job.code = None
-        self.begin(job, slot.pid)
-        slot.job = job
-        self.sel.register(slot.fds["out"], selectors.EVENT_READ, lambda: self.pump(slot.fds, "out", job.out))
-        self.sel.register(slot.fds["err"], selectors.EVENT_READ, lambda: self.pump(slot.fds, "err", job.err))
-
-    def begin(self, job: Job, pid: int | None) -> None:
-        job.pid, job.t0 = pid, time.monotonic()
-        job.deadline = job.t0 + job.timeout
-        self.running += 1
+        worker.job = job
+        self.begin(job, worker.pid)
+        self.sel.register(
+            worker.fds["out"], selectors.EVENT_READ, lambda: self.pump(worker.fds, "out", job.out)
+        )
+        self.sel.register(
+            worker.fds["err"], selectors.EVENT_READ, lambda: self.pump(worker.fds, "err", job.err)
+        )
+        self.sel.register(worker.fds["st"], selectors.EVENT_READ, lambda: self.on_record(worker))
 
     def pump(self, fds: dict, name: str, capture: Capture) -> None:
-        fd = fds.get(name)
-        if fd is None:
+        if name not in fds:
             return
         try:
-            data = os.read(fd, 1 << 16)
+            data = os.read(fds[name], 1 << 16)
         except BlockingIOError:
             return
         if data:
             capture.feed(data)
         else:
-            self.sel.unregister(fd)
-            os.close(fds.pop(name))
+            self.close_fd(fds, name)
 
     def drain(self, fds: dict, name: str, capture: Capture) -> None:
         while name in fds:
@@ -271,217 +284,92 @@ class Zygote:
                 pass
             os.close(fd)
 
-    def finish_job(self, slot: Slot, status: int) -> None:
-        job = slot.job
-        self.drain(slot.fds, "out", job.out)
-        self.drain(slot.fds, "err", job.err)
-        job.status = status
-        self.read_status(slot.fds, job)
-        self.retire_spare(slot)
-        self.kill_leftovers(slot.uid, job.pid)
-        slot.job = None
-        self.running -= 1
-        self.reply(job)
-        self.spawn_spare(slot)
-        self.dispatch()
+    def on_record(self, worker: Worker) -> None:
+        """The worker's last words (written after flushing its output): the job is over."""
+        if self.read_record(worker):
+            self.spare_failures = 0
+            self.finish_job(worker)
 
-    def read_status(self, fds: dict, job: Job) -> None:
-        data = b""
-        try:
-            while chunk := os.read(fds["st"], 1 << 16):
-                data += chunk
-        except (BlockingIOError, KeyError):
-            pass
-        try:
-            record = _wire.Decoder().feed(data)[0]
-        except Exception:  # nothing written (killed, os._exit) or garbage written by the code
-            return
-        if isinstance(record, dict):
-            job.exc = record.get("exc") if isinstance(record.get("exc"), str) else None
-            if isinstance(record.get("failure"), str):
-                job.failure = "worker setup failed: " + record["failure"].strip().splitlines()[-1]
-
-    def retire_spare(self, slot: Slot) -> None:
-        for name in list(slot.fds):
-            self.close_fd(slot.fds, name)
-        if slot.pid is not None:
-            self.owners.pop(slot.pid, None)
-            _kill(slot.pid)
-        if slot.workdir:
-            _rmtree(slot.workdir)
-        slot.pid = slot.workdir = None
-
-    def reply(self, job: Job) -> None:
-        status, error = job.status, None
-        exit_code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
-        if job.timed_out:
-            error = "timeout"
-        elif job.failure:
-            error = "sandbox failure: " + job.failure
-        elif exit_code < 0:
-            sig = -exit_code
-            error = {signal.SIGXCPU: "cpu time limit", signal.SIGXFSZ: "file size limit"}.get(
-                sig, f"killed by signal {sig} ({signal.Signals(sig).name})" if sig in signal.valid_signals()
-                else f"killed by signal {sig}")
-        elif job.exc and job.exc.endswith("MemoryError"):
-            error = "memory limit"
-        if job.notes:
-            error = "; ".join(job.notes + ([error] if error else []))
-        duration = time.monotonic() - job.t0 if job.t0 else 0.0
-        self.send({"op": "result", "id": job.id, "stdout": job.out.text(), "stderr": job.err.text(),
-                   "exit_code": exit_code, "timed_out": job.timed_out, "duration_s": duration,
-                   "truncated": job.out.truncated or job.err.truncated, "error": error})
-
-    # ---- sessions -----------------------------------------------------------------------------
-
-    def open_session(self, sid: str, echo: bool) -> None:
-        if not self.free_uids:
-            self.send({"op": "result", "id": None, "error": "too many sessions"})
-            return
-        uid = self.free_uids.popleft()
-        session = Session(sid, uid, self.workdir(uid, "session"), echo)
-        self.sessions[sid] = session
-        self.spawn_holder(session)
-
-    def spawn_holder(self, s: Session) -> None:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        mine, theirs = socket.socketpair()
-        spec = self.spec(s.uid)
-        pid = os.fork()
-        if pid == 0:
+    def read_record(self, worker: Worker) -> bool:
+        """Read the status pipe; True once a whole record is in (exit status, exception name)."""
+        while "st" in worker.fds:
             try:
-                _child.holder_main(spec, s.workdir, {1: out_w, 2: err_w, 3: theirs.fileno()}, s.echo)
-            finally:
-                os._exit(1)
-        for fd in (out_w, err_w):
-            os.close(fd)
-        theirs.close()
-        ctl = mine.detach()
-        for fd in (out_r, err_r):
-            os.set_blocking(fd, False)
-        s.fds = {"out": out_r, "err": err_r, "ctl": ctl}
-        s.decoder = _wire.Decoder()
-        s.holder, s.exec_pid, s.alive, s.dead = pid, None, {pid}, False
-        self.owners[pid] = s
-        self.sel.register(out_r, selectors.EVENT_READ, lambda: self.pump_session(s, "out"))
-        self.sel.register(err_r, selectors.EVENT_READ, lambda: self.pump_session(s, "err"))
-        self.sel.register(ctl, selectors.EVENT_READ, lambda: self.on_session(s))
-
-    def pump_session(self, s: Session, name: str) -> None:
-        self.pump(s.fds, name, getattr(s.job, name) if s.job else Capture(0))
-
-    def start_cell(self, s: Session, job: Job) -> None:
-        if s.dead:
-            self.reset_session(s)
-            if s.lost:
-                job.notes.append("session restarted: its earlier state was lost")
-                s.lost = False
-        s.job = job
-        self.begin(job, None)
+                data = os.read(worker.fds["st"], 1 << 16)
+            except BlockingIOError:
+                break
+            if not data:  # died without a record: reaping will finish the job
+                self.close_fd(worker.fds, "st")
+                break
+            worker.record += data
         try:
-            _wire.write_frame(s.fds["ctl"], {"code": job.code, "stdin": job.stdin, "cpu_s": job.cpu_s})
-        except OSError:
-            pass  # the holder died: on_session / reaping will finish the cell
-        job.code = None
+            frames = _wire.Decoder().feed(worker.record)
+        except Exception:  # garbage written by the code on our fd
+            frames = [{}]
+        if not frames:
+            return False
+        record = frames[0] if isinstance(frames[0], dict) else {}
+        if isinstance(record.get("failure"), str):
+            worker.failure = "worker setup failed: " + record["failure"].strip().splitlines()[-1]
+        job = worker.job
+        if job is None:
+            return False
+        job.exc = record.get("exc") if isinstance(record.get("exc"), str) else None
+        exit_code = record.get("exit", 1)
+        job.status = ((exit_code if isinstance(exit_code, int) else 1) & 0xFF) << 8
+        job.failure = job.failure or worker.failure
+        return True
 
-    def on_session(self, s: Session) -> None:
-        fd = s.fds.get("ctl")
-        if fd is None:
+    def finish_job(self, worker: Worker, status: int | None = None) -> None:
+        job = worker.job
+        if job is None or job.done:
             return
-        try:
-            data = os.read(fd, 1 << 16)
-        except (BlockingIOError, ConnectionResetError):
-            data = b"" if fd is None else None
-            if data is None:
-                return
-        if not data:
-            self.close_fd(s.fds, "ctl")
-            return
-        try:
-            msgs = s.decoder.feed(data)
-        except Exception:  # the code wrote garbage on the control socket: the session is broken
-            self.kill_session(s)
-            return
-        for msg in msgs:
-            self.on_session_msg(s, msg)
-
-    def on_session_msg(self, s: Session, msg: object) -> None:
-        op = msg.get("op") if isinstance(msg, dict) else None
-        job = s.job
-        if op == "started" and isinstance(msg.get("pid"), int):
-            s.exec_pid = msg["pid"]
-            s.alive.add(s.exec_pid)
-            self.owners[s.exec_pid] = s
-            if job is not None:
-                job.pid = s.exec_pid
-        elif op in ("done", "ended") and job is not None:
-            self.drain(s.fds, "out", job.out)
-            self.drain(s.fds, "err", job.err)
-            if op == "done":
-                job.status = (int(msg.get("exit", 1)) & 0xFF) << 8
-                job.exc = msg.get("exc") if isinstance(msg.get("exc"), str) else None
-                s.holder = msg.get("pid", s.exec_pid)
-            else:
-                job.status = int(msg.get("status", signal.SIGKILL))
-                s.alive.discard(s.exec_pid)
-                self.owners.pop(s.exec_pid, None)
-            s.exec_pid = None
-            self.finish_cell(s)
-        elif isinstance(msg, dict) and "failure" in msg and job is not None:
-            job.failure = "session setup failed"
-
-    def finish_cell(self, s: Session) -> None:
-        job, s.job = s.job, None
-        self.running -= 1
-        self.reply(job)
+        if status is not None:  # reaped: the exit status is the truth, the record may add the exception
+            self.read_record(worker)
+            job.status = status
+        for name, capture in (("out", job.out), ("err", job.err)):
+            self.drain(worker.fds, name, capture)
+        self.complete(job)
+        for name in list(worker.fds):
+            self.close_fd(worker.fds, name)
+        if worker.pid in self.owners:  # still alive (it reported): no need to wait for its exit
+            kill(worker.pid)
+        self.kill_leftovers(None, worker.pid)  # the forker sweeps the uid once the worker is dead
+        self.request_spares()  # now rather than when the job started: the fork would slow it down
         self.dispatch()
 
-    def on_session_death(self, s: Session) -> None:
-        """Both the holder and the executor are gone: the state is lost."""
-        self.kill_session(s)
-        s.lost = True
-        if s.job is not None:
-            job = s.job
-            self.drain(s.fds, "out", job.out)
-            self.drain(s.fds, "err", job.err)
-            if not job.timed_out:
-                job.failure = job.failure or "session died; its state was lost"
-            self.finish_cell(s)
-        for name in list(s.fds):
-            self.close_fd(s.fds, name)
+    def spare_died(self, why: str) -> None:
+        """A spare could not be made or died unused. Many in a row: fail what waits, say why."""
+        self.spare_failures += 1
+        if self.spare_failures >= 10:
+            self.spare_failures = 0
+            for job in [j for j in self.pending if j.session is None]:
+                self.pending.remove(job)
+                job.failure = why
+                self.reply(job)
 
-    def kill_session(self, s: Session) -> None:
-        for pid in list(s.alive):
-            _kill(pid)
-        self.kill_leftovers(s.uid, None)
-        self.reap()
-        s.dead = True
+    def complete(self, job: Job) -> None:
+        job.done = True
+        self.running.discard(job)
+        self.reply(job)
 
-    def reset_session(self, s: Session) -> None:
-        for name in list(s.fds):
-            self.close_fd(s.fds, name)
-        self.spawn_holder(s)
+    def discard(self, worker: Worker) -> None:
+        for name in list(worker.fds):
+            self.close_fd(worker.fds, name)
+        kill(worker.pid)
 
-    def close_session(self, sid: str) -> None:
-        s = self.sessions.pop(sid, None)
-        if s is None:
-            return
-        self.kill_session(s)
-        for pid in list(s.alive):
-            self.owners.pop(pid, None)
-        s.alive.clear()
-        if s.job is not None:
-            s.job.failure = "session closed"
-            self.finish_cell(s)
-        for job in [j for j in self.pending if j.session is s]:
-            self.pending.remove(job)
-            job.failure = "session closed"
-            self.reply(job)
-        for name in list(s.fds):
-            self.close_fd(s.fds, name)
-        _rmtree(s.workdir)
-        self.free_uids.append(s.uid)
+    def on_worker_reaped(self, worker: Worker, status: int) -> None:
+        if worker.job is not None:
+            self.finish_job(worker, status)
+        elif worker in self.spares:  # a spare died before getting work
+            self.spares.remove(worker)
+            self.read_record(worker)
+            self.discard(worker)
+            self.spare_died(worker.failure or f"a worker died before starting (status {status})")
+        if worker.workdir:  # reaped by us, not by the forker (it died): clean up ourselves
+            _forker.rmtree(worker.workdir)
+        self.release_uid(self.worker_uids, worker.uid)
+        self.request_spares()
+        self.dispatch()
 
     # ---- processes ----------------------------------------------------------------------------
 
@@ -491,13 +379,15 @@ class Zygote:
                 pass
         except BlockingIOError:
             pass
-        self.reap()
+
+    def poll_sessions(self) -> None:
+        """Read what sessions said. An executor announces itself before its holder can die, so
+        after this every live session process is in self.owners (none is mistaken for an orphan)."""
+        for s in list(self.sessions.values()):
+            self.on_session(s)
 
     def reap(self) -> None:
-        # Read what sessions said first: an executor announces itself before its holder can die.
-        for s in list(self.sessions.values()):
-            if "ctl" in s.fds:
-                self.on_session(s)
+        self.poll_sessions()
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -506,31 +396,26 @@ class Zygote:
             if pid == 0:
                 return
             owner = self.owners.pop(pid, None)
-            if isinstance(owner, Slot) and owner.pid == pid:
-                if owner.job is not None:
-                    self.finish_job(owner, status)
-                else:  # a spare died before getting work: replace it
-                    owner.pid = None
-                    self.retire_spare(owner)
-                    self.spawn_spare(owner)
+            if isinstance(owner, Worker):
+                self.on_worker_reaped(owner, status)
             elif isinstance(owner, Session):
                 owner.alive.discard(pid)
-                if not owner.alive and not owner.dead:
+                if not owner.alive and owner.sid in self.sessions:
                     self.on_session_death(owner)
 
     def kill_leftovers(self, uid: int | None, pgid: int | None) -> None:
         """Kill what an execution left behind: its process group, its uid, unknown orphans."""
         if pgid is not None:
-            _kill(-pgid)
+            kill(-pgid)
+        self.poll_sessions()
         for _ in range(200):
-            victims = []
+            victims = [pid for pid in self.children() if pid not in self.owners]
             if uid is not None and self.own_pidns:
-                victims += _pids_of_uid(uid)
-            victims += [pid for pid in self.children() if pid not in self.owners]
+                victims += [pid for pid in _forker.pids_of_uid(uid) if pid not in self.owners]
             if not victims:
                 return
             for pid in victims:
-                _kill(pid)
+                kill(pid)
             time.sleep(0.0005)
             self.reap_orphans()
 
@@ -552,178 +437,54 @@ class Zygote:
     def check_deadlines(self) -> float | None:
         """Kill jobs past their deadline; return the seconds until the next deadline."""
         now, nearest = time.monotonic(), None
-        jobs = [s.job for s in self.slots] + [s.job for s in self.sessions.values()]
-        for job in filter(None, jobs):
-            if job.deadline is None:
-                continue
+        for job in list(self.running):
             if now >= job.deadline and not job.timed_out:
                 job.timed_out = True
                 job.kill_deadline = now + 2.0
                 self.kill_job(job)
-            if job.timed_out and now >= job.kill_deadline:  # could not be reaped: give up on it
-                job.failure = "execution could not be killed"
-                job.kill_deadline = now + 3600
+            if job.timed_out and now >= job.kill_deadline and not job.done:  # unkillable (D state?)
+                job.failure, job.kill_deadline = "execution could not be killed", now + 3600
                 if job.session is not None:
                     self.on_session_death(job.session)
-            target = job.kill_deadline if job.timed_out else job.deadline
-            nearest = target if nearest is None else min(nearest, target)
+            if not job.done:
+                target = job.kill_deadline if job.timed_out else job.deadline
+                nearest = target if nearest is None else min(nearest, target)
         return None if nearest is None else max(0.0, nearest - now)
 
     def kill_job(self, job: Job) -> None:
-        if job.session is None:
-            _kill(job.pid)
-            _kill(-job.pid)
-        elif job.pid is not None:
-            _kill(job.pid)
-            _kill(-job.pid)  # the executor leads its own process group
+        if job.session is None or job.pid is not None:
+            kill(job.pid)
+            kill(-job.pid)  # workers and executors lead their own process group
         else:  # no executor announced yet: all we can kill is the whole session
             self.kill_session(job.session)
 
     def shutdown(self) -> None:
-        for s in list(self.sessions):
-            self.close_session(s)
-        for slot in self.slots:
-            self.retire_spare(slot)
+        for sid in list(self.sessions):
+            self.close_session(sid)
+        for pid in list(self.owners):
+            kill(pid)
+        self.owners.clear()
         self.kill_leftovers(None, None)
         os._exit(0)
 
     def serve(self) -> None:
-        for slot in self.slots:
-            self.spawn_spare(slot)
+        self.request_spares()
         while True:
-            timeout = self.check_deadlines()
-            for key, _ in self.sel.select(timeout):
+            for key, _ in self.sel.select(self.check_deadlines()):
                 key.data()
             self.reap()
-
-
-def _kill(pid: int | None) -> None:
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _pids_of_uid(uid: int) -> list[int]:
-    """Live (non-zombie) processes whose real uid is uid; cheap in our own pid namespace."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", "rb") as f:
-                status = f.read()
-        except OSError:
-            continue
-        fields = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
-        if int(fields[b"Uid"].split()[0]) == uid and not fields[b"State"].strip().startswith(b"Z"):
-            found.append(int(name))
-    return found
-
-
-def _rmtree(path: str) -> None:
-    def retry(func, p, _):  # the code may have chmod-ed its own files to 000
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=retry)
-
-
-# ---- start-up -------------------------------------------------------------------------------
-
-
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    if _child._libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
-        err = _child.ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
-
-
-def setup_mounts(m: dict) -> list[str]:
-    """Our own file-system view when there is no bubblewrap (we are root in a new mount namespace).
-
-    Fresh size-limited tmpfs on the work base and /dev/shm, home directories hidden under empty
-    tmpfs except the paths Python needs (moved back in), then every mount remounted read-only.
-    Returns the mount points that could not be made read-only.
-    """
-    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we do leaks to the host
-    size = f"size={m['tmp_mb']}m"
-    _mount("tmpfs", m["workbase"], "tmpfs", _MS_NOSUID | _MS_NODEV, f"{size},mode=0711")
-    if os.path.isdir("/dev/shm"):
-        _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, f"{size},mode=1777")
-    staged = []
-    for i, keep in enumerate(m["keep"]):
-        stage = os.path.join(m["workbase"], f".keep{i}")
-        os.mkdir(stage)
-        _mount(keep, stage, None, _MS_BIND | _MS_REC)
-        staged.append((stage, keep))
-    for hide in m["hide"]:
-        if os.path.isdir(hide):
-            _mount("tmpfs", hide, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
-    for stage, keep in staged:
-        os.makedirs(keep, exist_ok=True)
-        _mount(stage, keep, None, _MS_MOVE)
-        os.rmdir(stage)
-    failed = []
-    writable = {m["workbase"], "/dev/shm", "/proc"}
-    names = {b"nosuid": _MS_NOSUID, b"nodev": _MS_NODEV, b"noexec": _MS_NOEXEC}
-    with open("/proc/self/mountinfo", "rb") as f:
-        mounts = [line.split() for line in f]
-    for fields in mounts:
-        point = fields[4].decode().replace("\\040", " ")
-        if point in writable or point.startswith("/proc/"):
-            continue
-        flags = sum(v for k, v in names.items() if k in fields[5].split(b","))
-        try:
-            _mount(None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
-        except OSError:
-            failed.append(point)
-    return failed
-
-
-def _uid_base(cfg: dict) -> int | None:
-    """Use a private uid range when we hold CAP_SETUID over it (root, no user namespace)."""
-    base = cfg["uid_base"]
-    if base is None:
-        return None
-    with open("/proc/self/status") as f:
-        caps = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
-    if not caps & (1 << 7):  # CAP_SETUID
-        return None
-    with open("/proc/self/uid_map") as f:
-        ranges = [tuple(map(int, line.split())) for line in f]
-    last = base + cfg["pool_size"] + cfg["max_sessions"]
-    return base if any(inside <= base and last <= inside + count for inside, _, count in ranges) else None
-
-
-def _facts(cfg: dict, uid_base: int | None, ro_failed: list[str], preload_failed: dict) -> dict:
-    """What this process observes about its confinement, for Sandbox.isolation_report()."""
-    try:
-        ifaces = sorted(name for _, name in socket.if_nameindex())
-    except OSError:
-        ifaces = []
-    tmp = os.statvfs(cfg["workbase"])
-    hidden = {p: not os.path.exists(p) or not set(os.listdir(p)) - set(cfg["hide_exceptions"].get(p, []))
-              for p in cfg["hidden_paths"]}
-    return {"pid": os.getpid(), "uid": os.getuid(), "interfaces": ifaces,
-            "root_readonly": bool(os.statvfs("/").f_flag & os.ST_RDONLY), "readonly_failed": ro_failed,
-            "worker_uid_base": uid_base, "workbase": cfg["workbase"],
-            "workbase_mb": tmp.f_blocks * tmp.f_frsize // 2**20, "hidden": hidden,
-            "preloaded": [m for m in cfg["preload"] if m not in preload_failed], "preload_failed": preload_failed}
 
 
 def main() -> None:
     del sys.path[0]  # our directory: the code must not import our private modules by accident
     ctl, cfg = int(sys.argv[1]), json.loads(sys.argv[2])
     os.set_inheritable(ctl, False)
-    _child._libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans come to us, pid 1 or not
-    _child._libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace or /proc/pid/mem from same-uid code
-    ro_failed = setup_mounts(cfg["mounts"]) if cfg["mounts"] else []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as pid 1, a signal without a handler cannot reach us
+    _setup._libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans come to us, pid 1 or not
+    _setup._libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace or /proc/pid/mem from same-uid code
+    os.environ.clear()  # ours is the code's environment, so children inherit it for free
+    os.environ.update(cfg["env"])
+    ro_failed = _setup.setup_mounts(cfg["mounts"]) if cfg["mounts"] else []
     os.chmod(cfg["workbase"], 0o711)
     preload_failed = {}
     for name in cfg["preload"]:
@@ -731,13 +492,16 @@ def main() -> None:
             importlib.import_module(name)
         except Exception as e:  # a missing optional module must not stop the sandbox
             preload_failed[name] = f"{type(e).__name__}: {e}"
-    uid_base = _uid_base(cfg)
+    if "numpy" in sys.modules:  # workers reseed its global generator, which numpy imports lazily
+        importlib.import_module("numpy.random")
+    uid_base = _setup.uid_base(cfg["uid_base"], 4 * cfg["pool_size"] + cfg["max_sessions"])
     gc.collect()
     gc.freeze()  # children then leave these objects alone: fewer copy-on-write page faults
+    huge_mb = _setup.collapse_heap()
     zygote = Zygote(ctl, cfg, uid_base)
-    zygote.send({"op": "ready", "facts": _facts(cfg, uid_base, ro_failed, preload_failed)})
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 2)  # the host stops reading our stderr once we are ready
+    zygote.send({"op": "ready", "facts": _setup.facts(cfg, uid_base, ro_failed, preload_failed, huge_mb)})
+    if not cfg["debug"]:  # the host stops reading our stderr once we are ready
+        os.dup2(os.open(os.devnull, os.O_RDWR), 2)
     zygote.serve()
 
 

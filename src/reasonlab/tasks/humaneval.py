@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import random
 import re
+import secrets
 import threading
 
 from reasonlab.episode import Problem, Score
@@ -84,17 +85,21 @@ class HumanEval:
         user = f"Complete this function:\n```python\n{problem.question}```"
         return [{"role": "system", "content": system_prompt(SYSTEM_PROMPT, tools)}, {"role": "user", "content": user}]
 
-    def program(self, problem: Problem, code: str) -> str:
+    def program(self, problem: Problem, code: str, sentinel: str = "") -> str:
         entry = problem.metadata["entry_point"]
         body = code if re.search(rf"def\s+{re.escape(entry)}\s*\(", code) else problem.metadata["prompt"] + code
-        return f"{body}\n\n{problem.metadata['test']}\n\ncheck({entry})\n"
+        tail = f"\nprint({sentinel!r})\n" if sentinel else ""
+        return f"{body}\n\n{problem.metadata['test']}\n\ncheck({entry})\n{tail}"
 
     def score(self, problem: Problem, text: str) -> Score:
         code = extract_solution(text)
         if code is None:
             return Score(0.0, False, False, None, {"error": "no ```python block"})
-        res = _shared_sandbox().run(self.program(problem, code))
-        ok = res.exit_code == 0 and not res.timed_out
+        # A fresh random line printed after check(): code that exits early with status 0
+        # (sys.exit(0), os._exit(0)) never reaches it, so an exit code alone cannot pass.
+        sentinel = f"reasonlab-passed-{secrets.token_hex(8)}"
+        res = _shared_sandbox().run(self.program(problem, code, sentinel))
+        ok = res.exit_code == 0 and not res.timed_out and res.stdout.rstrip().endswith(sentinel)
         details = {"exit_code": res.exit_code, "timed_out": res.timed_out}
         if not ok:
             details["stderr"] = (res.stderr or "")[-500:]

@@ -1,0 +1,154 @@
+"""Sandbox throughput and latency against starting `python -c` per call, in one run.
+
+    PYTHONPATH=src python benchmarks/sandbox.py --n 500
+
+For a trivial snippet and a numpy snippet it measures the Sandbox one call at a time (latency
+p50/p99, executions/s) and with pool_size calls in flight, against `python -c` per call (one at
+a time and pool_size at a time) and `python -c` inside bubblewrap per call (the same isolation,
+paid per call) when bwrap is installed.
+
+It also measures the CPU time each execution costs, every process included (host, zygote,
+forker, workers; for `python -c`, the child). Wall-clock rates depend on what else the machine
+runs; CPU per execution hardly does, so "x python -c (CPU)" is the speed-up the machine would
+show with its cores to itself. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from reasonlab.sandbox import Sandbox, SandboxConfig  # noqa: E402
+from reasonlab.sandbox.isolation import _bwrap_prefix, probe  # noqa: E402
+
+SNIPPETS = {
+    "trivial": "print(1 + 1)",
+    "numpy": "import numpy as np\na = np.random.rand(8, 8) + 8 * np.eye(8)\nprint(np.linalg.det(a) > 0)",
+}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds used by root and its descendants, the reaped ones included (cutime/cstime)."""
+    stats = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(name)] = (int(fields[1]), sum(map(int, fields[11:15])))
+    total, frontier, seen = 0, {root}, set()
+    while frontier:
+        seen |= frontier
+        total += sum(stats[p][1] for p in frontier if p in stats)
+        frontier = {p for p, (ppid, _) in stats.items() if ppid in frontier} - seen
+    return total / TICK
+
+
+def own_cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(fn, n: int, width: int, cpu) -> tuple[float, list[float] | None, float]:
+    """Run fn n times, `width` at a time: (executions/s, sorted latencies in ms if width == 1,
+    CPU ms per execution)."""
+    cpu0, start, lat = cpu(), time.perf_counter(), []
+    if width == 1:
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            lat.append((time.perf_counter() - t) * 1e3)
+    else:
+        with ThreadPoolExecutor(width) as ex:
+            list(ex.map(lambda _: fn(), range(n)))
+    rate = n / (time.perf_counter() - start)
+    return rate, sorted(lat) if lat else None, (cpu() - cpu0) / n * 1e3
+
+
+def pct(lat: list[float], q: float) -> float:
+    return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300, help="sandbox executions per measurement")
+    ap.add_argument("--n-baseline", type=int, default=30, help="python -c runs per measurement (slow)")
+    ap.add_argument("--pool-size", type=int, default=2)
+    ap.add_argument("--isolation", default="auto")
+    ap.add_argument("--preload", default=None, help="comma-separated modules (default: SandboxConfig's)")
+    args = ap.parse_args()
+
+    cfg = dict(timeout_s=10, pool_size=args.pool_size, isolation=args.isolation)
+    if args.preload is not None:
+        cfg["preload"] = [m for m in args.preload.split(",") if m]
+    sb = Sandbox(SandboxConfig(**cfg)).start()
+    report = sb.isolation_report()
+    launcher = sb._state.zygote.proc.pid
+    bwrap = (
+        _bwrap_prefix(SandboxConfig(), [], [])
+        if shutil.which("bwrap") and not probe("bwrap", False)
+        else None
+    )
+
+    def sandbox_cpu() -> float:
+        return tree_cpu(launcher) + own_cpu(resource.RUSAGE_SELF)
+
+    def children_cpu() -> float:
+        return own_cpu(resource.RUSAGE_CHILDREN)
+
+    print(
+        f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, isolation={report['mode']}, "
+        f"pool_size={args.pool_size}, preload={','.join(sb.config.preload)}"
+    )
+    cols = f"{'exec/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} {'x python -c':>12} {'(CPU)':>7}"
+    header = f"{'snippet':8} {'runner':30} {cols}"
+    print(header + "\n" + "-" * len(header))
+    width = args.pool_size
+    for name, code in SNIPPETS.items():
+
+        def in_sandbox():
+            r = sb.run(code)
+            assert r.ok, r
+
+        def python_c(prefix=()):
+            subprocess.run([*prefix, sys.executable, "-c", code], check=True, capture_output=True)
+
+        for _ in range(20):
+            in_sandbox()  # warm up
+        rows = [
+            ("python -c per call", measure(python_c, args.n_baseline, 1, children_cpu)),
+            (f"python -c, {width} at a time", measure(python_c, args.n_baseline, width, children_cpu)),
+        ]
+        if bwrap:
+            rows.append(
+                (
+                    "bwrap + python -c per call",
+                    measure(lambda: python_c(bwrap), args.n_baseline, 1, children_cpu),
+                )
+            )
+        rows += [
+            ("Sandbox.run one at a time", measure(in_sandbox, args.n, 1, sandbox_cpu)),
+            (f"Sandbox.run, {width} at a time", measure(in_sandbox, args.n, width, sandbox_cpu)),
+        ]
+        base_rate, _, base_cpu = rows[0][1]
+        for label, (rate, lat, cpu_ms) in rows:
+            p50, p99 = (f"{pct(lat, 0.5):7.2f}", f"{pct(lat, 0.99):7.2f}") if lat else (f"{'':7}", f"{'':7}")
+            print(
+                f"{name:8} {label:30} {rate:8.1f} {p50} {p99} {cpu_ms:7.2f} {rate / base_rate:11.1f}x "
+                f"{base_cpu / cpu_ms:6.1f}x"
+            )
+    sb.close()
+
+
+if __name__ == "__main__":
+    main()
