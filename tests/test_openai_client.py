@@ -98,3 +98,39 @@ def test_judge_counts_and_handles_malformed(server, tmp_path):
     judge2 = BehaviorJudge(client(server, tmp_path), max_tokens=48)
     rep2 = judge2.count(texts)
     assert server.forwarded == before and rep2.counts == rep.counts
+
+
+def test_collect_against_real_server_with_resume(server, tmp_path):
+    from reasonlab.episode import read_episodes
+    from reasonlab.experiments.collect import CollectConfig, run_collect
+
+    cfg = CollectConfig(base_url=server.base, model="smollm2", task="countdown", limit=3, n=2, out=str(tmp_path / "c"),
+                        concurrency=4, timeout_s=60, price_in=0.5, price_out=1.5,
+                        sampling={"temperature": 0.7, "max_new_tokens": 48}, agent={"max_turns": 3})
+    server.inject("500", 1)  # a server error on the way: retried, not fatal
+    s = run_collect(cfg, show_progress=False)
+    assert s["complete_problems"] == 3 and s["usage"]["retries"] >= 1
+    eps = read_episodes(tmp_path / "c" / "episodes" / "collect.jsonl")
+    assert len(eps) == 6 and all(e.messages[-1]["role"] in ("assistant", "tool") for e in eps)
+    assert all(e.stats["completion_tokens"] > 0 for e in eps)
+    assert s["usage"]["cost"] > 0
+    forwarded = server.forwarded
+    s2 = run_collect(cfg, show_progress=False)  # resume: nothing to do, nothing paid
+    assert server.forwarded == forwarded and s2["usage"]["requests"] == 0
+    assert len(read_episodes(tmp_path / "c" / "episodes" / "collect.jsonl")) == 6
+    # a timeout leaves a problem incomplete; the next run finishes it, replaying cached turns
+    cfg2 = cfg.model_copy(update={"limit": 4, "timeout_s": 1.0, "max_retries": 0})
+    server.inject("stall", 2)
+    s3 = run_collect(cfg2, show_progress=False)
+    assert s3["complete_problems"] == 3 and s3["asked_problems"] == 4
+    s4 = run_collect(cfg.model_copy(update={"limit": 4}), show_progress=False)
+    assert s4["complete_problems"] == 4
+
+
+def test_collect_budget_stops(server, tmp_path):
+    from reasonlab.experiments.collect import CollectConfig, run_collect
+
+    cfg = CollectConfig(base_url=server.base, model="smollm2", limit=3, n=1, tools=[], out=str(tmp_path / "b"),
+                        price_in=1e5, budget=1.0, concurrency=1, sampling={"max_new_tokens": 8})
+    s = run_collect(cfg, show_progress=False)
+    assert s["stopped_by_budget"] and s["complete_problems"] < 3

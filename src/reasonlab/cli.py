@@ -312,6 +312,58 @@ def train_sft_cmd(
     console.print(f"[green]fine-tuned model[/] → {final}")
 
 
+@app.command("collect")
+def collect_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (options below override it)"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (unset: a local model)"),
+    model: Optional[str] = typer.Option(None, help="served model name (or a local model without --base-url)"),
+    task: Optional[str] = typer.Option(None, help="task [default: countdown]"),
+    n: Optional[int] = typer.Option(None, "--n", help="trajectories per problem [default: 4]"),
+    limit: Optional[int] = typer.Option(None, help="problems [default: 100]"),
+    split: Optional[str] = typer.Option(None, help="train or test [default: train]"),
+    concurrency: Optional[int] = typer.Option(None, help="requests in flight [default: 8]"),
+    budget: Optional[float] = typer.Option(None, help="stop above this cost (prices: price_in/price_out per 1M tokens)"),
+    price_in: Optional[float] = typer.Option(None, help="cost per million prompt tokens"),
+    price_out: Optional[float] = typer.Option(None, help="cost per million completion tokens"),
+    tools: Optional[str] = typer.Option(None, help="tools: python (default) or none"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Collect multi-turn, tool-using trajectories from a model behind an API (or a local model).
+
+    n trajectories per problem through the agent loop with the code interpreter; concurrency limit, retries with backoff, rate-limit handling, token and cost accounting, a budget that stops the run, and resume without paying twice (every answer is cached in the run directory). Set the API key in OPENAI_API_KEY.
+
+    Example: reasonlab collect --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct --task countdown --n 4 --limit 200
+    """
+    from reasonlab.config import load_config
+    from reasonlab.experiments.collect import CollectConfig, check_endpoint_config, run_collect
+
+    overrides = {"base_url": base_url, "model": model, "task": task, "n": n, "limit": limit, "split": split,
+                 "concurrency": concurrency, "budget": budget, "price_in": price_in, "price_out": price_out, "out": out}
+    if tools is not None:
+        overrides["tools"] = [] if tools == "none" else [t for t in tools.split(",") if t]
+    try:
+        cfg = load_config(CollectConfig, config, overrides)
+        check_endpoint_config(cfg)
+        s = run_collect(cfg, show_progress=not quiet)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished problems are saved and every answer is cached; run again to resume.")
+        raise typer.Exit(130)
+    u = s.get("usage", {})
+    table = Table("metric", "value", title=f"collected → {s.get('run_dir')}")
+    for k in ("complete_problems", "asked_problems", "accuracy", "format_rate"):
+        if k in s:
+            table.add_row(k, f"{s[k]:.3f}" if isinstance(s[k], float) else str(s[k]))
+    for k in ("requests", "cached", "retries", "failures", "prompt_tokens", "completion_tokens", "cost"):
+        if k in u:
+            table.add_row(k, f"{u[k]:.4f}" if isinstance(u[k], float) else str(u[k]))
+    console.print(table)
+    if s.get("stopped_by_budget"):
+        err.print("[yellow]budget reached[/]: raise --budget and run the same command to continue.")
+
+
 EXPERIMENTS = {"countdown-behaviors": "reasonlab.experiments.behaviors"}
 
 
