@@ -364,7 +364,83 @@ def collect_cmd(
         err.print("[yellow]budget reached[/]: raise --budget and run the same command to continue.")
 
 
-EXPERIMENTS = {"countdown-behaviors": "reasonlab.experiments.behaviors"}
+@train_app.command("pref")
+def train_pref_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (options below override it)"),
+    model: Optional[str] = typer.Option(None, help="model to train (also the frozen reference)"),
+    data: list[str] = typer.Option([], help="scored Episode JSONL file (repeatable)"),
+    method: Optional[str] = typer.Option(None, help="dpo or kto [default: dpo]"),
+    alpha: Optional[float] = typer.Option(None, help="EntroPO entropy coefficient; 0 = plain DPO/KTO [default: 0]"),
+    beta: Optional[float] = typer.Option(None, help="KL coefficient [default: 0.1]"),
+    pairing: Optional[str] = typer.Option(None, help="DPO pairs: random, all or hardest [default: random]"),
+    out: Optional[str] = typer.Option(None, help="run directory [default: runs/preference]"),
+    max_steps: Optional[int] = typer.Option(None, help="optimizer steps (overrides epochs)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate [default: 1e-6]"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Offline preference optimization on multi-turn trajectories: DPO/KTO, or EntroPO with --alpha > 0.
+
+    Builds pairs (DPO: a correct against an incorrect trajectory of the same problem) or labels (KTO: desirable = correct) from scored Episodes and trains with TRL's trainers, tool-output tokens masked. EntroPO adds alpha * entropy to the objective (see reasonlab/train/preference.py for the derivation); alpha = 0 is exactly TRL's loss. Resumes from the last checkpoint; the model is written to OUT/final.
+
+    Example: reasonlab train pref --model runs/sft/final --data runs/collect/episodes/collect.jsonl --alpha 0.01 --out runs/entropo-dpo
+    """
+    from reasonlab.config import load_config
+    from reasonlab.train.preference import PreferenceSettings, train_preference
+
+    overrides = {"model": model, "data": data or None, "method": method, "alpha": alpha, "beta": beta,
+                 "pairing": pairing, "out": out, "max_steps": max_steps, "lr": lr}
+    try:
+        cfg = load_config(PreferenceSettings, config, overrides)
+        final = train_preference(cfg)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    console.print(f"[green]trained[/] {cfg.method}{' (EntroPO, alpha=' + str(cfg.alpha) + ')' if cfg.alpha else ''} → {final}")
+
+
+@app.command("tts")
+def tts_cmd(
+    episodes: list[Path] = typer.Argument(..., help="Episode JSONL file(s): N samples per problem"),
+    out: Path = typer.Option(Path("runs/tts"), help="output folder: curves.json, tts.png"),
+    selectors: str = typer.Option("random,majority,oracle", help="comma-separated: random, majority, oracle, execution, execution_oracle, verifier, hybrid"),
+    verifier: Optional[str] = typer.Option(None, help="trained verifier folder (for verifier/hybrid)"),
+    ns: Optional[str] = typer.Option(None, help="comma-separated N values [default: 1, 2, 4, ... up to the samples]"),
+    seeds: int = typer.Option(3, help="random subsets per N"),
+) -> None:
+    """Test-time scaling: selected accuracy against N for each selector, with oracle pass@N and diversity.
+
+    Example: reasonlab tts runs/eval-countdown-smollm2-135m/episodes/eval.jsonl --selectors random,majority,oracle
+    """
+    import json
+
+    from reasonlab.analysis.tts import SELECTORS, VerifierScorer, plot_tts_curves, tts_curves
+    from reasonlab.episode import read_episodes
+
+    names = [x for x in selectors.split(",") if x]
+    unknown = [x for x in names if x not in SELECTORS]
+    if unknown:
+        fail(f"unknown selector(s) {unknown}; allowed: {', '.join(SELECTORS)}")
+    if any(x in ("verifier",) for x in names) and not verifier:
+        fail("the verifier selector needs --verifier FOLDER (train one with reasonlab.analysis.tts.train_verifier)")
+    try:
+        eps = [e for p in episodes for e in read_episodes(p)]
+        ctx = {"scorer": VerifierScorer(verifier)} if verifier else {}
+        curves = tts_curves(eps, {n: SELECTORS[n] for n in names},
+                            Ns=[int(x) for x in ns.split(",")] if ns else None, seeds=tuple(range(seeds)), **ctx)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curves.json").write_text(json.dumps(curves, indent=1, default=str))
+    plot_tts_curves(curves, out / "tts.png")
+    table = Table("N", *names, "pass@N", title=f"selected accuracy ({out}/tts.png)")
+    for i, n in enumerate(curves["Ns"]):
+        table.add_row(str(n), *[f"{curves['accuracy'][k][i]:.3f}" for k in names], f"{curves['pass@N'][i]:.3f}")
+    console.print(table)
+
+
+EXPERIMENTS = {
+    "countdown-behaviors": ("reasonlab.experiments.behaviors", "BehaviorsRecipe", "run_behaviors"),
+    "entropo": ("reasonlab.experiments.entropo", "EntroPORecipe", "run_entropo"),
+}
 
 
 def _recipe_path(experiment: str, preset: str) -> Path:
@@ -377,7 +453,7 @@ def _recipe_path(experiment: str, preset: str) -> Path:
 
 @app.command("run")
 def run_cmd(
-    experiment: str = typer.Argument(..., help="experiment: countdown-behaviors"),
+    experiment: str = typer.Argument(..., help="experiment: countdown-behaviors or entropo"),
     preset: str = typer.Option("cpu", help="recipe preset: cpu (2 cores, <20 min), gpu (documented real run), ci (tiny)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="recipe YAML instead of a preset"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/<recipe name>]"),
@@ -387,17 +463,22 @@ def run_cmd(
 
     countdown-behaviors: for each priming condition, SFT on synthetic behavior traces, then PPO on Countdown, evaluating accuracy, pass@k, length and behavior counts every K steps; writes results.csv, report.md, report.html and plots.
 
+    entropo: from one SFT checkpoint, DPO, EntroPO-DPO, KTO and EntroPO-KTO on the same collected trajectories; pass@1, pass@k, diversity and test-time-scaling curves side by side.
+
     Example: reasonlab run countdown-behaviors --preset cpu
     """
     if experiment not in EXPERIMENTS:
         fail(f"unknown experiment {experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
-    from reasonlab.config import load_config
-    from reasonlab.experiments.behaviors import BehaviorsRecipe, run_behaviors
+    import importlib
 
+    from reasonlab.config import load_config
+
+    module, recipe_cls, runner = EXPERIMENTS[experiment]
+    mod = importlib.import_module(module)
     path = config or _recipe_path(experiment, preset)
     try:
-        recipe = load_config(BehaviorsRecipe, path, {"out": out})
-        run_dir = run_behaviors(recipe, show_progress=not quiet)
+        recipe = load_config(getattr(mod, recipe_cls), path, {"out": out})
+        run_dir = getattr(mod, runner)(recipe, show_progress=not quiet)
     except (*_user_errors(), FileExistsError) as e:
         fail(str(e).strip("'\""))
     except KeyboardInterrupt:
