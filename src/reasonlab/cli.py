@@ -509,6 +509,12 @@ def _mount_optional() -> None:
         return
     app.add_typer(sandbox_app, name="sandbox", help="Run untrusted Python in the sandbox.")
     try:
+        from reasonlab.export.cli import app as export_app
+
+        app.add_typer(export_app, name="export", help="Export data and rewards for other trainers (verl).")
+    except Exception:  # pragma: no cover
+        pass
+    try:
         from reasonlab.priming.cli import app as prime_app
         from reasonlab.priming.cli import behaviors_app
     except Exception:  # pragma: no cover
