@@ -162,3 +162,59 @@ def test_two_processes_make_the_same_update_as_one(letter_model, tmp_path, algor
     assert torch.allclose(d1, d2, atol=1e-6, rtol=1e-4), (d1 - d2).abs().max()
     for k in ("reward", "loss", "clip_frac"):
         assert results[1]["row"][k] == pytest.approx(results[2]["row"][k], abs=1e-5)
+
+
+def test_forward_logp_on_kept_positions_equals_full_logits(letter_model, tmp_path):
+    """Logits only from the first policy token on: same log-probs and entropies as the full forward."""
+    from reasonlab.train.rl import losses as L
+    from reasonlab.train.rl.engine import collate
+
+    tr = RLTrainer(cfg_for(letter_model, tmp_path / "r", algorithm="grpo"))
+    eps = tr.rollout(0)
+    b = collate(eps, tr.pad_id)
+    idx = torch.arange(len(eps))
+    m = b["mask"].clone()
+    m[:, 0] = 0
+    with torch.no_grad():
+        ent, logp, _ = tr.forward_logp(tr.policy, b, idx, entropy="value")
+        full = tr.policy(input_ids=b["tokens"], attention_mask=b["attn"]).logits.float() / tr.cfg.rollout.temperature
+    want = L.token_logprobs(full, b["tokens"])
+    want_ent = L.entropy_from_logits(full)
+    want_ent = torch.cat([torch.zeros_like(want_ent[:, :1]), want_ent[:, :-1]], dim=1)
+    assert logp.shape == want.shape and m.sum() > 0
+    assert torch.allclose(logp[m.bool()], want[m.bool()], atol=1e-5)
+    assert torch.allclose(ent[m.bool()], want_ent[m.bool()], atol=1e-4)
+    # and the sampler's own log-probs agree with the trainer's (same fp32 weights)
+    sampled = torch.zeros_like(logp)
+    for i, e in enumerate(eps):
+        sampled[i, : len(e.logprobs)] = torch.tensor(e.logprobs)
+    assert torch.allclose(logp[m.bool()], sampled[m.bool()], atol=1e-4)
+
+
+def test_on_policy_shortcut_makes_the_same_update(letter_model, tmp_path):
+    """One epoch, one minibatch: old log π = log π.detach() equals a separate no-grad forward."""
+    deltas = []
+    for skip in (True, False):
+        tr = RLTrainer(cfg_for(letter_model, tmp_path / f"s{skip}", algorithm="grpo", steps=1, optim={"lr": 1e-2}))
+        tr.skip_old_forward = skip
+        tr.optimizer = torch.optim.SGD(tr.policy.parameters(), lr=1.0)
+        tr.scheduler = torch.optim.lr_scheduler.LambdaLR(tr.optimizer, lambda s: 1.0)
+        before = torch.cat([p.detach().flatten().clone() for p in tr.policy.parameters()])
+        tr.step()
+        deltas.append(torch.cat([p.detach().flatten() for p in tr.policy.parameters()]) - before)
+    assert deltas[0].abs().max() > 1e-4
+    assert torch.allclose(deltas[0], deltas[1], atol=1e-6, rtol=1e-4)
+
+
+def test_bf16_sampler_follows_the_policy(letter_model, tmp_path):
+    tr = RLTrainer(cfg_for(letter_model, tmp_path / "b", algorithm="grpo", dtype="bf16", steps=1,
+                           optim={"lr": 1e-2}))
+    assert tr.sampler is not None and next(tr.sampler.parameters()).dtype == torch.bfloat16
+    assert tr.backend.model is tr.sampler
+    tr.step()
+    tr.sync_sampler()
+    for s, p in zip(tr.sampler.parameters(), tr.policy.parameters()):
+        assert torch.equal(s, p.detach().to(torch.bfloat16))
+    fp32 = RLTrainer(cfg_for(letter_model, tmp_path / "f", algorithm="grpo", dtype="bf16",
+                             rollout={"dtype": "fp32"}))
+    assert fp32.sampler is None and fp32.backend.model is fp32.policy

@@ -88,9 +88,10 @@ def _describe(pids: set[int]) -> list[str]:
     return out
 
 
-def _wait_for_at_most(root: int, count: int, timeout: float = 3.0) -> set[int]:
+def _wait_for_at_most(root: int, count: int, timeout: float = 10.0) -> set[int]:
     """Processes under root, once there are at most `count` twice in a row (a dying worker and its
-    replacement can overlap for a moment), or when the time is up."""
+    replacement can overlap for a moment), or when the time is up (generous: reaping a killed
+    process group takes longer on a loaded machine; a pass returns as soon as it is clean)."""
     deadline, ok = time.monotonic() + timeout, 0
     while True:
         pids = _descendants(root)

@@ -189,6 +189,7 @@ def eval_cmd(
     dtype: Optional[str] = typer.Option(None, help="auto, bf16, fp16 or fp32 [default: auto]"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda [default: auto]"),
     batch_size: Optional[int] = typer.Option(None, help="sequences decoded together [default: 64]"),
+    compile: Optional[str] = typer.Option(None, help="decoding loop: auto, on (torch.compile) or off [default: auto]"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/eval-<task>-<model>]"),
     tools: Optional[str] = typer.Option(None, help="tools the model may call, e.g. python [default: none]"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -208,7 +209,7 @@ def eval_cmd(
         "task": task, "model": model, "n": n, "limit": limit, "split": split, "seed": seed,
         "sampling.temperature": temperature, "sampling.top_p": top_p, "sampling.top_k": top_k,
         "sampling.max_new_tokens": max_new_tokens, "dtype": dtype, "device": device,
-        "batch_size": batch_size, "out": out,
+        "batch_size": batch_size, "compile": compile, "out": out,
     }
     if tools is not None:
         overrides["tools"] = [t for t in tools.split(",") if t]

@@ -57,6 +57,9 @@ class EvalConfig(Strict):
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str = "auto"
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="hf decoding loop: static KV cache, torch.compile-d once the job is big enough "
+        "(auto), always compiled (on), or the plain reference loop (off)")
     out: str | None = Field(None, description="run directory (default runs/eval-<task>-<model>)")
     tools: list[Literal["python"]] = Field(default_factory=list, description="tools the model may call")
     agent: AgentSettings = Field(default_factory=AgentSettings)

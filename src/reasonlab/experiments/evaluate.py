@@ -89,7 +89,8 @@ def run_eval(cfg: EvalConfig, *, show_progress: bool = True, backend: Any = None
         elif backend is None:
             from reasonlab.rollout.hf import HFBackend
 
-            backend = HFBackend(cfg.model, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size)
+            backend = HFBackend(cfg.model, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size,
+                                compile=cfg.compile)
         sandbox = None
         if cfg.tools:
             from reasonlab.sandbox import Sandbox, SandboxConfig

@@ -18,6 +18,10 @@ class RolloutSettings(Strict):
     tools: list[Literal["python"]] = Field(default_factory=list)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="hf decoding loop (see EvalConfig.compile)")
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="hf sampler weights: a bf16 copy of the policy (synced before each rollout) or the "
+        "fp32 policy itself; auto = bf16 when training in bf16")
     backend: Literal["hf", "vllm"] = Field("hf", description="vllm: GPU generation, weights synced after each update")
     gpu_memory_utilization: float = Field(0.4, gt=0, le=1, description="vLLM's share of the GPU (colocated)")
 
