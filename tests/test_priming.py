@@ -249,3 +249,16 @@ def test_cli_eval_local(cli):
     res = CliRunner().invoke(cli, ["behaviors", "eval-local", "--n", "2"])
     assert res.exit_code == 0, res.output
     assert "paraphrase_b" in res.output and "backward_chaining" in res.output and "presence" in res.output
+
+
+def test_problem_without_dead_ends_still_gets_a_true_trace():
+    """[7, 7, 7] -> 7: every path succeeds, so no backtracking can be shown; the trace says so."""
+    import random
+
+    from reasonlab.priming.search import search
+    from reasonlab.tasks.countdown import evaluate_expression
+
+    t = search([7, 7, 7], 7, random.Random(0), backward=True, subgoal=True, verify=True)
+    assert t.counts()["backtracking"] == 0
+    res = evaluate_expression(t.answer)
+    assert res.value == 7 and sorted(res.numbers) == [7, 7, 7]

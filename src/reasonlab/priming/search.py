@@ -259,8 +259,12 @@ def search(numbers: list[int], target: int, rng: random.Random, *, backward: boo
     """Search for ``target`` with detours; the flags choose which behaviours may appear.
 
     Every behaviour that is allowed appears at least once (a plan that misses one is redrawn), and
-    there is at least one dead end whenever the problem has three or more numbers.
+    there is at least one dead end whenever the problem has three or more numbers — where the
+    problem allows it: on a problem where every path succeeds (``[7, 7, 7] -> 7``) no dead end
+    exists, and after ``tries`` draws the plan showing the most of the wanted behaviours is
+    returned. Its counts are still the true counts of what the trace shows.
     """
+    best, best_score = None, -1
     for _ in range(tries):
         trace = _plan(numbers, target, rng, backward=backward, subgoal=subgoal, verify=verify)
         if trace is None:
@@ -268,17 +272,27 @@ def search(numbers: list[int], target: int, rng: random.Random, *, backward: boo
         c = trace.counts()
         wanted = [("backtracking", len(numbers) >= 3), ("backward_chaining", backward and len(numbers) >= 3),
                   ("subgoal_setting", subgoal and len(numbers) >= 3), ("verification", verify)]
-        if all(c[name] >= 1 for name, on in wanted if on):
+        score = sum(c[name] >= 1 for name, on in wanted if on)
+        if score == sum(on for _, on in wanted):
             return trace
-    raise RuntimeError(f"no trace with the requested behaviours for {numbers} -> {target}")
+        if score > best_score:
+            best, best_score = trace, score
+    if best is not None:
+        return best
+    for _ in range(tries):  # no failing path exists at all: a straight solution, without detours
+        trace = _plan(numbers, target, rng, backward=backward, subgoal=subgoal, verify=verify, detours=0)
+        if trace is not None:
+            return trace
+    raise RuntimeError(f"no solution path found for {numbers} -> {target}")
 
 
 def _plan(numbers: list[int], target: int, rng: random.Random, *, backward: bool, subgoal: bool,
-          verify: bool) -> SearchTrace | None:
+          verify: bool, detours: int | None = None) -> SearchTrace | None:
     root = Node(tuple((n, str(n)) for n in numbers), target)
     if not solvable(root):
         raise ValueError(f"{numbers} -> {target} has no solution with positive integer steps")
-    detours = rng.choices(DETOURS, weights=DETOUR_WEIGHTS)[0] if len(numbers) >= 3 else 0
+    if detours is None:
+        detours = rng.choices(DETOURS, weights=DETOUR_WEIGHTS)[0] if len(numbers) >= 3 else 0
     kinds = _root_kinds(root, detours, rng, backward=backward, subgoal=subgoal)
     attempts: list[Attempt] = []
     seen: set[tuple] = set()
