@@ -115,6 +115,7 @@ def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
         console.rule(f"[bold]evaluate {name}")
         s = _evaluate(r, path, out / "eval" / name, "test", r.eval_limit, r.eval_n, quiet)
         eps = read_episodes(out / "eval" / name / "episodes" / "eval.jsonl")
+        _add_token_entropy(path, eps, r.sampling.get("temperature", 1.0))
         div = diversity_summary(eps)
         c = tts_curves(eps, {k: SELECTORS[k] for k in ("random", "majority", "oracle")}, seeds=(0, 1, 2))
         curves[name] = c
@@ -127,6 +128,21 @@ def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
         row[f"tts/majority@{c['Ns'][-1]}"] = c["accuracy"]["majority"][-1]
         rows.append(row)
     return _write_outputs(out, r, rows, curves)
+
+
+def _add_token_entropy(model_path: str, eps: list, temperature: float) -> None:
+    """The policy's mean token entropy on its own samples, into ``stats["mean_token_entropy"]`` (the
+    diversity summary's entropy column: EntroPO's point is to keep it from collapsing)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from reasonlab.analysis.diversity import token_entropy
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    res = token_entropy(model, eps, temperature=temperature if temperature > 0 else 1.0)
+    for e, h in zip(eps, res["per_episode"]):
+        if h is not None:
+            e.stats["mean_token_entropy"] = h
 
 
 def _write_outputs(out: Path, r: EntroPORecipe, rows: list[dict], curves: dict) -> Path:
