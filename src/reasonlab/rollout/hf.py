@@ -81,6 +81,11 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether ``model.forward`` can compute logits at the last positions only (``logits_to_keep``)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def sample_next(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +204,7 @@ class HFBackend:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         self._token_strings: list[str] | None = None
-        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._keep_arg = accepts_logits_to_keep(model)
         self.compile = compile
         self.compile_min_tokens = compile_min_tokens
         self.static_reason: str | None = None  # why the static path is off (None: it is on)
@@ -255,8 +260,8 @@ class HFBackend:
             return None
         self._budget += budget
         want_compiled = self.compile is True or self._budget >= self.compile_min_tokens
-        retry = want_compiled and not self._step.compiled and not self._step.compile_failed if self._step else False
-        if self._step is None or retry:
+        upgrade = self._step is not None and want_compiled and not (self._step.compiled or self._step.compile_failed)
+        if self._step is None or upgrade:
             from reasonlab.rollout.hf_static import StaticStep
 
             self._step = StaticStep(self.model, compiled=want_compiled)

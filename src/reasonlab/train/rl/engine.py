@@ -19,8 +19,6 @@ a run killed at any point and resumed logs the same metrics as an uninterrupted 
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import json
 import logging
 import math
@@ -39,6 +37,7 @@ from reasonlab.config import dump_yaml
 from reasonlab.episode import Episode, append_jsonl
 from reasonlab.rollout.agent import AgentConfig, run_agent
 from reasonlab.rollout.base import SamplingParams
+from reasonlab.rollout.hf import accepts_logits_to_keep
 from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
 from reasonlab.train.rl import advantages as A
@@ -159,15 +158,6 @@ def collate(episodes: list[Episode], pad_id: int) -> dict[str, torch.Tensor]:
         attn[i, :n] = 1
     rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
     return {"tokens": tokens, "mask": mask, "attn": attn, "rewards": rewards}
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_params(cls: type) -> frozenset[str]:
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
-def _accepts_logits_to_keep(model: nn.Module) -> bool:
-    return "logits_to_keep" in _forward_params(type(model))
 
 
 def chunks(idx: torch.Tensor, size: int) -> list[torch.Tensor]:
@@ -295,7 +285,7 @@ class RLTrainer:
         B, T = tokens.shape
         policy_pos = b["mask"][idx][:, 1:].any(0).nonzero()  # positions (minus 1) of policy tokens
         first = int(policy_pos[0]) + 1 if len(policy_pos) else T - 1
-        kw = {"logits_to_keep": T - first + 1} if _accepts_logits_to_keep(model) else {}
+        kw = {"logits_to_keep": T - first + 1} if accepts_logits_to_keep(model) else {}
         with self.autocast():
             out = model(input_ids=tokens, attention_mask=attn, output_hidden_states=hidden, **kw)
         logits = out.logits.float() / self.cfg.rollout.temperature
@@ -378,10 +368,9 @@ class RLTrainer:
         ref_logp = torch.zeros_like(old_logp)
         values = torch.zeros_like(old_logp)
         self.policy.eval()
+        needs_pass = not on_policy or self.ref is not None
         with torch.no_grad():
-            for idx in chunks(allidx, mbs):
-                if on_policy and self.ref is None:
-                    break
+            for idx in chunks(allidx, mbs) if needs_pass else []:
                 if not on_policy:
                     _, lp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None)
                     old_logp[idx] = lp
