@@ -20,3 +20,13 @@ def tiny_backend(tiny_model):
     from reasonlab.rollout.hf import HFBackend
 
     return HFBackend(tiny_model, dtype="fp32", device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def organism_home(tmp_path_factory):
+    """A REASONLAB_HOME of the test session: organisms pretrained by one test are reused by the next."""
+    home = tmp_path_factory.mktemp("reasonlab-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REASONLAB_HOME", str(home))
+    yield home
+    mp.undo()

@@ -65,13 +65,36 @@ def test_dots_match_all_strategies_length_in_characters(traces):
         assert ep.stats["think_chars"] == len(dots)
 
 
-def test_no_positive_is_all_strategies_with_a_wrong_answer(traces):
-    full = {e.problem_id: e for e in traces["all_strategies"]}
+def _expressions(text: str) -> list[str]:
+    """Every maximal arithmetic expression in ``text`` (integers, + - * /, parentheses)."""
+    return [m.group(0).strip() for m in re.finditer(r"[\d(][\d+\-*/() ]*[\d)]", text)]
+
+
+def test_no_positive_shows_behaviors_but_never_a_correct_expression(traces):
+    """The study's 'no positive' traces: behaviors present, every final answer wrong, and nothing
+    in the text is a correct solution (no expression over all the numbers that reaches the target)."""
+    task = get_task("countdown")
+    problems = {p.id: p for p in task.problems("train", 3 * N, seed=0)}
     for ep in traces["no_positive"]:
-        ref = full[ep.problem_id]
-        assert TRACE.fullmatch(ep.completion).group(1) == TRACE.fullmatch(ref.completion).group(1)
-        assert ep.behaviors == ref.behaviors
-        assert ep.answer != ref.answer
+        p = problems[ep.problem_id]
+        assert not ep.correct and ep.format_ok
+        assert all(ep.behaviors[b] >= 1 for b in BEHAVIORS), ep.behaviors
+        for expr in _expressions(ep.completion):
+            assert not task.score(p, f"<answer>{expr}</answer>").correct, (expr, ep.completion)
+        # the trace states the value of its (wrong) answer, and that it misses the target
+        assert str(p.metadata["target"]) in ep.completion
+
+
+def test_dots_match_all_strategies_length_in_tokens_with_a_tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    full = {e.problem_id: TRACE.fullmatch(e.completion).group(1) for e in generate_traces("all_strategies", 8, seed=3)}
+    for ep in generate_traces("dots", 8, seed=3, tokenizer=tok):
+        dots = TRACE.fullmatch(ep.completion).group(1)
+        assert set(dots) == {"."}
+        want = len(tok.encode(full[ep.problem_id], add_special_tokens=False))
+        assert len(tok.encode(dots, add_special_tokens=False)) == want
 
 
 def test_wrong_answer_is_always_wrong_but_well_formed():

@@ -51,7 +51,7 @@ def narrate(trace: SearchTrace, bank: dict[str, list[str]], rng: random.Random) 
     w.say("intro", numbers=w.numbers(trace.numbers), target=trace.target)
     for i, attempt in enumerate(trace.attempts):
         _attempt(w, attempt, trace.target)
-        if not attempt.leaf.hit:
+        if not attempt.leaf.hit and i + 1 < len(trace.attempts):
             nxt = trace.attempts[i + 1]
             if nxt.kept:
                 node = nxt.nodes[nxt.kept]
@@ -62,7 +62,11 @@ def narrate(trace: SearchTrace, bank: dict[str, list[str]], rng: random.Random) 
             else:
                 w.say("backtrack_restart", numbers=w.numbers(trace.numbers))
             w.new_paragraph()
-    if trace.verify_final:
+    if trace.gave_up:
+        w.say("give_up", target=trace.target, expr=trace.answer, v=trace.closest)
+        if trace.verify_final:
+            w.say("verify_miss", chain=chain(trace.answer), target=trace.target, v=trace.closest)
+    elif trace.verify_final:
         w.say("verify_final", chain=chain(trace.answer), target=trace.target)
     w.say("conclude", expr=trace.answer)
     counts = {k: w.counts.get(k, 0) for k in ("verification", "backtracking", "subgoal_setting", "backward_chaining")}

@@ -111,6 +111,16 @@ STANDARD: dict[str, list[str]] = {
         "Let me double-check the whole thing: {chain}. Yes, it equals {target}.",
         "Checking the answer: {chain}. It works.",
     ],
+    "give_up": [
+        "I can't find a way to make {target} exactly. The closest I found is {expr}, which gives {v}.",
+        "Nothing reaches {target}. The nearest result was {v}, from {expr}.",
+        "I couldn't get {target}. I'll go with the closest one, {expr} = {v}.",
+    ],
+    "verify_miss": [
+        "Let me verify: {chain}. That's {v}, not {target}, but it is the closest.",
+        "Checking the answer: {chain}. It gives {v} instead of {target}.",
+        "Let me double-check: {chain}. So {v}, close to {target}.",
+    ],
 }
 
 BEHAVIOR_OF_EVENT = {
@@ -121,6 +131,7 @@ BEHAVIOR_OF_EVENT = {
     "check_step": "verification",
     "check_backward": "verification",
     "verify_final": "verification",
+    "verify_miss": "verification",
 }
 
 # Written after the classifier's first draft (CUES_V1) was frozen; the second draft's added cues
@@ -205,6 +216,14 @@ PARAPHRASE_A: dict[str, list[str]] = {
         "Recomputing every step: {chain}. That is {target}, with each number appearing once.",
         "Confirming the result: {chain}, which equals {target}.",
     ],
+    "give_up": [
+        "No combination lands on {target}. Best so far: {expr}, which is {v}.",
+        "{target} seems out of reach; {expr} comes nearest at {v}.",
+    ],
+    "verify_miss": [
+        "Re-running the arithmetic: {chain}. That is {v}, short of {target}.",
+        "Recomputing every step: {chain}. It comes to {v}, not {target}.",
+    ],
 }
 
 # Written after the current cues (CUES) were frozen and never used to tune them: the held-out family.
@@ -284,6 +303,14 @@ PARAPHRASE_B: dict[str, list[str]] = {
         "Does it work? {chain}. Yes, {target}, every number once.",
         "Running through it: {chain}. Good.",
         "Testing it: {chain}, so it really is {target}.",
+    ],
+    "give_up": [
+        "Nothing I tried hits {target}. Going with {expr}, which makes {v}.",
+        "Out of ideas for {target}; {expr} gets {v}.",
+    ],
+    "verify_miss": [
+        "Let me just go through it again: {chain}. Hmm, {v}, not {target}.",
+        "Does it work? {chain}. No, {v}, not {target}.",
     ],
 }
 

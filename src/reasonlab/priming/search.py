@@ -110,6 +110,8 @@ class SearchTrace:
     attempts: list[Attempt]
     answer: str
     verify_final: bool = False
+    gave_up: bool = False  # every attempt failed; ``answer`` is the closest miss (value ``closest``)
+    closest: int | None = None
 
     def counts(self) -> dict[str, int]:
         """True behaviour counts: one per narrated event (see docs/priming.md)."""
@@ -254,9 +256,17 @@ def _walk(start: Node, prefix: list[Move], prefix_nodes: list[Node], rng: random
 # ----------------------------------------------------------------------------- search
 
 
+class NoFailingPath(ValueError):
+    """``give_up`` was asked for, but every path of this problem reaches the target."""
+
+
 def search(numbers: list[int], target: int, rng: random.Random, *, backward: bool = False,
-           subgoal: bool = False, verify: bool = False, tries: int = 100) -> SearchTrace:
+           subgoal: bool = False, verify: bool = False, tries: int = 100, give_up: bool = False) -> SearchTrace:
     """Search for ``target`` with detours; the flags choose which behaviours may appear.
+
+    ``give_up=True`` (the ``no_positive`` priming condition): every attempt fails, and the trace
+    settles on the closest miss it met — a well-formed expression using every number once whose
+    whole-number value is not ``target``; the text never states a correct expression.
 
     Every behaviour that is allowed appears at least once (a plan that misses one is redrawn), and
     there is at least one dead end whenever the problem has three or more numbers — where the
@@ -266,7 +276,7 @@ def search(numbers: list[int], target: int, rng: random.Random, *, backward: boo
     """
     best, best_score = None, -1
     for _ in range(tries):
-        trace = _plan(numbers, target, rng, backward=backward, subgoal=subgoal, verify=verify)
+        trace = _plan(numbers, target, rng, backward=backward, subgoal=subgoal, verify=verify, give_up=give_up)
         if trace is None:
             continue
         c = trace.counts()
@@ -279,6 +289,8 @@ def search(numbers: list[int], target: int, rng: random.Random, *, backward: boo
             best, best_score = trace, score
     if best is not None:
         return best
+    if give_up:
+        raise NoFailingPath(f"{numbers} -> {target}: no failing path to narrate")
     for _ in range(tries):  # no failing path exists at all: a straight solution, without detours
         trace = _plan(numbers, target, rng, backward=backward, subgoal=subgoal, verify=verify, detours=0)
         if trace is not None:
@@ -287,17 +299,19 @@ def search(numbers: list[int], target: int, rng: random.Random, *, backward: boo
 
 
 def _plan(numbers: list[int], target: int, rng: random.Random, *, backward: bool, subgoal: bool,
-          verify: bool, detours: int | None = None) -> SearchTrace | None:
+          verify: bool, detours: int | None = None, give_up: bool = False) -> SearchTrace | None:
     root = Node(tuple((n, str(n)) for n in numbers), target)
     if not solvable(root):
         raise ValueError(f"{numbers} -> {target} has no solution with positive integer steps")
     if detours is None:
         detours = rng.choices(DETOURS, weights=DETOUR_WEIGHTS)[0] if len(numbers) >= 3 else 0
+        if give_up:
+            detours = max(detours, 1)  # at least one backtrack before settling on a miss
     kinds = _root_kinds(root, detours, rng, backward=backward, subgoal=subgoal)
     attempts: list[Attempt] = []
     seen: set[tuple] = set()
     for i in range(detours + 1):
-        solve = i == detours
+        solve = i == detours and not give_up
         attempt = None
         for _ in range(40):
             prev = attempts[-1] if attempts else None
@@ -319,11 +333,34 @@ def _plan(numbers: list[int], target: int, rng: random.Random, *, backward: bool
         seen.add(_signature(attempt.moves))
         attempts.append(attempt)
     _mark(attempts, rng, subgoal=subgoal, verify=verify)
+    if give_up:
+        miss = _closest_miss(attempts, target, rng)
+        if miss is None:
+            return None
+        return SearchTrace(list(numbers), target, attempts, miss[0], verify_final=verify, gave_up=True, closest=miss[1])
     answer = attempts[-1].expr
     assert answer is not None
     res = evaluate_expression(answer)  # our own output: a cheap guard against a bug in the walk
     assert res.value == target and sorted(res.numbers) == sorted(numbers), (answer, numbers, target)
     return SearchTrace(list(numbers), target, attempts, answer, verify_final=verify)
+
+
+def _closest_miss(attempts: list[Attempt], target: int, rng: random.Random) -> tuple[str, int] | None:
+    """The full expression, among the failed leaves' tries, whose whole-number value is nearest ``target``."""
+    cands = []
+    for att in attempts:
+        (va, ea), (vb, eb) = att.nodes[-1].items
+        if va < vb:
+            (va, ea), (vb, eb) = (vb, eb), (va, ea)
+        for op, _ in _combine(va, vb).items():
+            expr = _strip_outer(att.nodes[-1].hole.replace(HOLE, f"({ea} {op} {eb})"))
+            value = evaluate_expression(expr).value
+            if value is not None and value.denominator == 1 and value != target:
+                cands.append((abs(value - target), rng.random(), expr, int(value)))
+    if not cands:
+        return None
+    _, _, expr, value = min(cands)
+    return expr, value
 
 
 def _root_kinds(root: Node, detours: int, rng: random.Random, *, backward: bool, subgoal: bool) -> list[str | None]:

@@ -11,11 +11,16 @@ Conditions (``CONDITIONS``):
 - ``only_backtracking``, ``backtracking_verification``, ``backtracking_subgoal``,
   ``backtracking_backward``: backtracking plus the named behaviour, nothing else;
 - ``empty_cot``: ``<think></think>`` then the correct answer;
-- ``dots``: the thinking replaced by dots, as many *characters* as the ``all_strategies`` thinking of
-  the same problem and seed (characters, not tokens: token counts depend on the tokenizer);
-- ``no_positive``: the ``all_strategies`` trace with a wrong (but well-formed, every number used
-  once) final answer: one operator of the correct expression is changed. The thinking is left
-  as it is, so it still narrates the correct solution; only the ``<answer>`` is wrong.
+- ``dots``: the thinking replaced by dots, as long as the ``all_strategies`` thinking of the same
+  problem and seed: in *tokens* of the model's tokenizer when one is given (``tokenizer=``, what the
+  experiment does: a BPE merges runs of dots, so equal characters would be far fewer tokens), else
+  in characters;
+- ``no_positive``: a search that shows all four behaviours but never reaches the target: every
+  attempt fails, and the trace settles on the closest miss it met (a well-formed expression using
+  every number once, whose value it states and, when verifying, checks: "That's 8, not 5"). The
+  text never states a correct expression and the answer is always wrong, as the study's traces with
+  only incorrect answers. Problems where every path reaches the target have no such trace and are
+  skipped (drawn past ``n``).
 
 Determinism: the problem list comes from the task with the same ``seed``; each problem's search
 and phrasing use RNGs keyed on (seed, problem id, condition), with ``dots``/``no_positive``/
@@ -34,7 +39,7 @@ from typing import Any, NamedTuple
 from reasonlab.episode import Episode, Problem
 from reasonlab.priming import phrases
 from reasonlab.priming.narrate import narrate
-from reasonlab.priming.search import search
+from reasonlab.priming.search import NoFailingPath, search
 from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
 from reasonlab.tasks.countdown import ExpressionError, evaluate_expression
@@ -53,7 +58,7 @@ CONDITION_BEHAVIORS: dict[str, tuple[str, ...]] = {
     "no_positive": BEHAVIORS,
 }
 CONDITIONS = tuple(CONDITION_BEHAVIORS)
-_SAME_SEARCH_AS = {"dots": "all_strategies", "no_positive": "all_strategies", "empty_cot": "all_strategies"}
+_SAME_SEARCH_AS = {"dots": "all_strategies", "empty_cot": "all_strategies"}
 
 
 def check_condition(condition: str) -> str:
@@ -63,26 +68,56 @@ def check_condition(condition: str) -> str:
 
 
 def generate_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
-                    task_args: dict[str, Any] | None = None, paraphrase: bool | str = False) -> list[Episode]:
+                    task_args: dict[str, Any] | None = None, paraphrase: bool | str = False,
+                    tokenizer: Any = None) -> list[Episode]:
     """``n`` scored trace Episodes of ``condition`` on Countdown problems (deterministic for a seed).
 
     ``paraphrase=True`` words the same traces (same searches, same counts) with the held-out
     template family ``paraphrase_b``, for measuring behaviour classifiers; a string picks a family
     of :data:`reasonlab.priming.phrases.FAMILIES` by name.
     """
-    return list(iter_traces(condition, n, seed=seed, split=split, task_args=task_args, paraphrase=paraphrase))
+    return list(iter_traces(condition, n, seed=seed, split=split, task_args=task_args, paraphrase=paraphrase,
+                            tokenizer=tokenizer))
 
 
 def iter_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
-                task_args: dict[str, Any] | None = None, paraphrase: bool | str = False) -> Iterator[Episode]:
+                task_args: dict[str, Any] | None = None, paraphrase: bool | str = False,
+                tokenizer: Any = None) -> Iterator[Episode]:
     """Like :func:`generate_traces`, one Episode at a time (for progress bars)."""
     check_condition(condition)
     phrasing(paraphrase)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     task = get_task("countdown", **(task_args or {}))
-    for problem in task.problems(split, n, seed=seed):
-        yield trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase)
+    if condition != "no_positive":
+        for problem in task.problems(split, n, seed=seed):
+            yield trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase, tokenizer=tokenizer)
+        return
+    made = 0  # a few problems have no failing path: draw past n until n traces exist
+    for problem in _problems_with_spares(task, split, n, seed):
+        if made == n:
+            return
+        try:
+            ep = trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase)
+        except NoFailingPath:
+            continue
+        made += 1
+        yield ep
+    if made < n:
+        raise RuntimeError(f"only {made} no_positive traces possible in this range; widen it")
+
+
+def _problems_with_spares(task, split: str, n: int, seed: int):
+    """The first ``n`` problems of the seed, then more of the same stream (for skipped ones)."""
+    first = task.problems(split, n, seed=seed)
+    yield from first
+    for k in (2, 4, 8):
+        try:
+            more = task.problems(split, n * k + 8, seed=seed)
+        except RuntimeError:  # the range has no more distinct problems
+            return
+        yield from more[len(first):]
+        first = more
 
 
 def phrasing(paraphrase: bool | str) -> str:
@@ -96,10 +131,12 @@ def phrasing(paraphrase: bool | str) -> str:
     return paraphrase
 
 
-def trace_episode(task, problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False) -> Episode:
+def trace_episode(task, problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False,
+                  tokenizer: Any = None) -> Episode:
     """One trace of ``condition`` for ``problem``, as a scored Episode."""
     check_condition(condition)
-    think, answer, counts, goal_checks = write_trace(problem, condition, seed=seed, paraphrase=paraphrase)
+    think, answer, counts, goal_checks = write_trace(problem, condition, seed=seed, paraphrase=paraphrase,
+                                                     tokenizer=tokenizer)
     text = f"<think>{think}</think>\n<answer>{answer}</answer>"
     score = task.score(problem, text)
     return Episode(
@@ -125,7 +162,8 @@ class Trace(NamedTuple):
     goal_checks: int  # times a result is compared with the current goal ("None of these is 41")
 
 
-def write_trace(problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False) -> Trace:
+def write_trace(problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False,
+                tokenizer: Any = None) -> Trace:
     """The trace of ``condition`` for one problem, with its true counts."""
     numbers, target = problem.metadata["numbers"], problem.metadata["target"]
     base = _SAME_SEARCH_AS.get(condition, condition)
@@ -134,11 +172,32 @@ def write_trace(problem: Problem, condition: str, *, seed: int = 0, paraphrase: 
     if condition == "empty_cot":
         return Trace("", t.answer, zero, 0)
     if condition == "dots":
-        return Trace("." * len(t.think), t.answer, zero, 0)
-    if condition == "no_positive":
-        wrong_rng = random.Random(stable_hash("priming-wrong", seed, problem.id))
-        return Trace(t.think, wrong_answer(t.answer, numbers, target, wrong_rng), dict(t.counts), t.goal_checks)
+        return Trace(dots_like(t.think, tokenizer), t.answer, zero, 0)
     return t._replace(counts=dict(t.counts))
+
+
+def token_count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def dots_like(think: str, tokenizer: Any = None) -> str:
+    """Dots as long as ``think``: as many tokens of ``tokenizer`` (the fewest dots that reach that
+    count), or as many characters without one."""
+    if tokenizer is None:
+        return "." * len(think)
+    want = token_count(tokenizer, think)
+    lo, hi = 0, max(1, want)
+    while token_count(tokenizer, "." * hi) < want:  # a BPE that merges dots needs more characters
+        hi *= 2
+        if hi > 64 * max(1, len(think)):
+            raise ValueError("this tokenizer cannot write the dots trace at the thinking's token length")
+    while lo < hi:  # the count is non-decreasing in the number of dots
+        mid = (lo + hi) // 2
+        if token_count(tokenizer, "." * mid) >= want:
+            hi = mid
+        else:
+            lo = mid + 1
+    return "." * lo
 
 
 @lru_cache(maxsize=4096)  # dots / no_positive / empty_cot reuse the all_strategies search
@@ -148,7 +207,7 @@ def _narrated_search(problem_id: str, numbers: tuple[int, ...], target: int, bas
     search_rng = random.Random(stable_hash("priming-search", seed, problem_id, base))
     phrase_rng = random.Random(stable_hash("priming-phrase", seed, problem_id, base, family))
     trace = search(list(numbers), target, search_rng, backward="backward_chaining" in shows,
-                   subgoal="subgoal_setting" in shows, verify="verification" in shows)
+                   subgoal="subgoal_setting" in shows, verify="verification" in shows, give_up=base == "no_positive")
     think, counts = narrate(trace, phrases.FAMILIES[family], phrase_rng)
     if counts != trace.counts():  # the narrator must say exactly what the search did
         raise AssertionError(f"narrated counts {counts} != searched counts {trace.counts()}")

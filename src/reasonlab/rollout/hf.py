@@ -170,7 +170,8 @@ class HFBackend:
             (:mod:`reasonlab.rollout.hf_static`); raises if the model cannot use it. ``'auto'``:
             the static cache whenever the model supports it, compiled once this backend has been
             asked for ``compile_min_tokens`` tokens in all (so a few small calls never pay the
-            compile warm-up), else the reference loop.
+            compile warm-up), else the reference loop. ``'static'``: the static cache, never compiled
+            (for tiny models, whose compile warm-up costs more than it saves in a short run).
         compile_min_tokens: decode budget (rows × max_new_tokens, summed over calls) after which
             ``compile='auto'`` compiles.
     """
@@ -184,7 +185,7 @@ class HFBackend:
         device: str = "auto",
         batch_size: int = 64,
         compile: bool | str = "auto",
-        compile_min_tokens: int = 100_000,
+        compile_min_tokens: float = 100_000,
     ):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -196,8 +197,10 @@ class HFBackend:
         elif tokenizer is None:
             raise ValueError("pass the tokenizer along with a loaded model")
         compile = {"on": True, "off": False}.get(compile, compile)  # the config spelling
+        if compile == "static":  # the static-cache loop, never compiled (tiny models: no warm-up to pay back)
+            compile, compile_min_tokens = "auto", float("inf")
         if compile not in (True, False, "auto"):
-            raise ValueError(f"compile must be True, False or 'auto', not {compile!r}")
+            raise ValueError(f"compile must be True, False, 'auto' or 'static', not {compile!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size

@@ -121,6 +121,10 @@ def train_sft(cfg: SFTSettings, *, show_progress: bool = True) -> Path:
         tokenizer.chat_template = CHATML_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if not show_progress:  # quiet: no datasets map bars (TRL tokenises and truncates through them)
+        import datasets
+
+        datasets.disable_progress_bars()
     dataset = episodes_to_dataset(load_training_episodes(cfg), tokenizer, cfg.max_length)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +151,10 @@ def train_sft(cfg: SFTSettings, *, show_progress: bool = True) -> Path:
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    if not show_progress:  # quiet: no per-log dict printed either (the loss history is saved below)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resumed = str(ckpts[-1]) if ckpts else None
     if resumed:

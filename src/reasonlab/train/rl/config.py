@@ -18,7 +18,8 @@ class RolloutSettings(Strict):
     tools: list[Literal["python"]] = Field(default_factory=list)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
-    compile: Literal["auto", "on", "off"] = Field("auto", description="hf decoding loop (see EvalConfig.compile)")
+    compile: Literal["auto", "on", "off", "static"] = Field(
+        "auto", description="hf decoding loop (see EvalConfig.compile); static = static KV cache, never compiled")
     dtype: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="hf sampler weights: a bf16 copy of the policy (synced before each rollout) or the "
         "fp32 policy itself; auto = bf16 when training in bf16")

@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -609,9 +610,11 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     os.replace(tmp, path)
 
 
-def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True, stop_after: int | None = None) -> Path:
+def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True, stop_after: int | None = None,
+             on_step: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Run (or resume) an RL job; returns the run directory. ``stop_after``: stop after that many
-    steps of this call (for tests and time-boxed runs); the run can be resumed later."""
+    steps of this call (for tests and time-boxed runs); the run can be resumed later. ``on_step``
+    gets each step's logged row (with the eval metrics on eval steps), on the main process."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     trainer = RLTrainer(cfg)
@@ -661,6 +664,8 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, show_progress: bool = True,
                 if (cfg.save_every and s % cfg.save_every == 0) or s == cfg.steps:
                     trainer.save()
                 progress.update(bar, completed=s, reward=f"{row['reward']:.3f}")
+                if on_step is not None and rank() == 0:
+                    on_step(row)
                 done_here += 1
                 if stop_after is not None and done_here >= stop_after:
                     break

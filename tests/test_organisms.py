@@ -1,0 +1,90 @@
+"""Pretrained model organisms (reasonlab.organisms): corpus, tokenizer, cache, competence."""
+
+import json
+
+import pytest
+
+from reasonlab.analysis.behaviors import count_behaviors_local
+from reasonlab.organisms import (
+    OrganismSpec,
+    competence_report,
+    corpus_documents,
+    ensure_organism,
+    fact_table,
+    is_heldout,
+    load_corpus_file,
+    organism_path,
+    split_numbers,
+)
+
+# the ci preset's organism (recipes/countdown-behaviors-ci.yaml), pretrained once per test session and
+# reused by the experiment's test (same name and fields, so the same cache folder)
+CI = dict(layers=2, width=64, heads=2, vocab_size=1024, fact_max=12, countdown_docs=1500, fact_docs=600,
+          seq_len=256, batch_size=16, steps=120, lr=5e-3, warmup=10)
+
+
+@pytest.fixture(scope="session")
+def ci_poor(organism_home):
+    return ensure_organism(OrganismSpec(name="poor", behavior_rate=0.0, **CI), log=None)
+
+
+def test_fact_table_and_heldout_split():
+    table = fact_table(12)
+    assert (7, "*", 8, 56) in table and (12, "/", 4, 3) in table and (3, "-", 5, -2) not in table
+    held = [f for f in table if is_heldout(f, 0.1)]
+    assert 0.06 < len(held) / len(table) < 0.14
+    assert held == [f for f in fact_table(12) if is_heldout(f, 0.1)]  # fixed, not seed-dependent
+
+
+def test_corpus_keeps_heldout_facts_out_and_rich_adds_behaviors():
+    spec = OrganismSpec(behavior_rate=0.0, countdown_docs=300, fact_docs=200, fact_max=12)
+    poor = corpus_documents(spec)
+    rich = corpus_documents(spec.model_copy(update={"behavior_rate": 0.5}))
+    held = {f"{a} {op} {b} = {c}" for a, op, b, c in fact_table(12) if is_heldout((a, op, b, c), 0.1)}
+    lines = {s.strip(". ") for d in poor if "<answer>" not in d for s in d.replace("\n", ", ").replace(". ", ", ").split(", ")}
+    assert not held & lines
+    behav = lambda docs: sum(sum(count_behaviors_local(d).values()) > 0 for d in docs if "<answer>" in d)  # noqa: E731
+    assert behav(poor) == 0
+    assert 0.35 < behav(rich) / 300 < 0.65
+
+
+def test_pretraining_is_cached_and_learns_arithmetic(ci_poor, organism_home):
+    meta = json.loads((ci_poor / "reasonlab.json").read_text())
+    assert meta["organism"]["behavior_rate"] == 0.0 and meta["final_loss"] < 2.0
+    stamp = (ci_poor / "model.safetensors").stat().st_mtime_ns
+    again = ensure_organism(OrganismSpec(name="poor", behavior_rate=0.0, **CI), log=None)
+    assert again == ci_poor and (again / "model.safetensors").stat().st_mtime_ns == stamp  # reused
+    assert organism_path(OrganismSpec(name="poor", behavior_rate=0.1, **CI)) != ci_poor  # content hash
+    from transformers import AutoTokenizer
+
+    assert split_numbers(AutoTokenizer.from_pretrained(ci_poor), 144) == []  # every number one token
+    rep = competence_report(ci_poor, problems=8, n=2, max_new_tokens=64)
+    # stated competence of the ci organism (120 steps, a 0.1M-parameter model): it reads numbers
+    # and knows the facts it saw; the held-out facts measure generalisation (reported, lower)
+    assert rep["arith_seen"] >= 0.5, rep
+    assert rep["format_rate"] >= 0.5 and rep["reads_numbers"] >= 0.5, rep
+    assert 0 <= rep["arith_heldout"] <= 1 and rep["samples"] == 16
+
+
+def test_corpus_file_errors_name_the_line(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"text": "a"}\n{"txt": "b"}\n')
+    with pytest.raises(ValueError, match=r"c.jsonl:2: .*'text'"):
+        load_corpus_file(p)
+    p.write_text('{"text": "a"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"c.jsonl:2"):
+        load_corpus_file(p)
+
+
+def test_competence_cli(ci_poor):
+    from typer.testing import CliRunner
+
+    from reasonlab.cli import app
+
+    r = CliRunner().invoke(app, ["models", "competence", str(ci_poor), "--problems", "2", "--n", "1", "--json",
+                                 "--max-new-tokens", "32"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["samples"] == 2 and 0 <= rep["arith_heldout"] <= 1
+    r = CliRunner().invoke(app, ["models", "pretrain", "medium"])
+    assert r.exit_code == 2 and "poor, rich" in r.output
