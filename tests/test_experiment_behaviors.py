@@ -1,7 +1,7 @@
 """`reasonlab run countdown-behaviors` end to end on the tiny CI preset, and its resume."""
 
 import csv
-import os
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -11,25 +11,37 @@ from reasonlab.cli import app
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "countdown-behaviors-ci.yaml"
 
 
-def test_behaviors_experiment_end_to_end_and_resume(tmp_path):
+def test_behaviors_experiment_end_to_end_and_resume(tmp_path, organism_home):
     out = tmp_path / "cb"
     r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(RECIPE), "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "results.csv").open()))
     cols = rows[0].keys()
-    for c in ("condition", "step", "avg_verifications", "avg_backtracking", "avg_subgoals", "avg_backwards",
-              "total_behaviors", "accuracy", "response_length", "pass@1", "pass@2"):
+    for c in ("condition", "base", "seed", "step", "avg_verifications", "avg_backtracking", "avg_subgoals",
+              "avg_backwards", "total_behaviors", "accuracy", "response_length", "pass@1", "pass@2", "train_reward"):
         assert c in cols
-    assert {r["condition"] for r in rows} == {"none", "all_strategies"}
+    assert {r["condition"] for r in rows} == {"none", "rich_base", "no_positive"}
+    assert {(r["condition"], r["seed"]) for r in rows} == {(c, s) for c in ("none", "rich_base", "no_positive") for s in "01"}
     assert sorted({int(r["step"]) for r in rows}) == [0, 1, 2]  # step 0 = before RL
+    assert {r["base"] for r in rows if r["condition"] == "rich_base"} == {"rich"}
+    for base in ("poor", "rich"):  # a competence report per base
+        rep = json.loads((out / "bases" / base / "competence.json").read_text())
+        assert {"arith_heldout", "accuracy", "format_rate", "reads_numbers", "behaviors"} <= rep.keys()
+    # the two organisms are pretrained once and cached in REASONLAB_HOME
+    assert len(list((organism_home / "models" / "organisms").glob("*/config.json"))) >= 2
     for name in ("report.md", "report.html", "accuracy.png", "behaviors.png"):
         assert (out / name).stat().st_size > 500
+    md = (out / "report.md").read_text()
+    assert "rich_base − none" in md and "± " in md  # comparisons as differences with a spread
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html  # self-contained
-    traces = out / "conditions" / "all_strategies" / "traces.jsonl"
-    assert traces.exists() and not (out / "conditions" / "none" / "traces.jsonl").exists()
+    traces = out / "conditions" / "no_positive" / "primed" / "traces.jsonl"  # primed once, RL per seed
+    assert traces.exists() and not (out / "conditions" / "none" / "primed").exists()
+    assert (out / "conditions" / "no_positive" / "seed-1" / "rl" / "metrics.jsonl").exists()
+    eps = [json.loads(x) for x in traces.read_text().splitlines()]
+    assert eps and not any(e["correct"] for e in eps)
     # resume: a second run redoes nothing
-    final = out / "conditions" / "all_strategies" / "sft" / "final" / "model.safetensors"
+    final = out / "conditions" / "no_positive" / "primed" / "sft" / "final" / "model.safetensors"
     stamp = (final.stat().st_mtime_ns, traces.stat().st_mtime_ns)
     r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(RECIPE), "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
@@ -37,10 +49,31 @@ def test_behaviors_experiment_end_to_end_and_resume(tmp_path):
     assert list(csv.DictReader((out / "results.csv").open())) == rows
 
 
+def test_interrupted_experiment_resumes(tmp_path, organism_home):
+    """A run stopped part-way (a condition's RL run deleted after its first checkpoint) finishes on re-run."""
+    import shutil
+
+    out = tmp_path / "cb"
+    args = ["run", "countdown-behaviors", "--config", str(RECIPE), "--out", str(out), "--quiet"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    rl = out / "conditions" / "rich_base" / "seed-1" / "rl"
+    shutil.rmtree(rl / "checkpoints" / "step-000002")  # as if killed after step 1's checkpoint
+    lines = (rl / "metrics.jsonl").read_text().splitlines()
+    (rl / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])  # and a torn last line
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (rl / "checkpoints" / "step-000002").exists()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(int(r["step"]) for r in rows if r["condition"] == "rich_base" and r["seed"] == "1") == [0, 1, 2]
+
+
 def test_unknown_experiment_and_bad_recipe(tmp_path):
     r = CliRunner().invoke(app, ["run", "nope"])
     assert r.exit_code == 2 and "countdown-behaviors" in r.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("conditions: [none]\nrl: {algorithm: sarsa}\nbase_model: tiny\ntraces: 4\n")
+    bad.write_text("conditions: [none]\nrl: {algorithm: sarsa}\ntraces: 4\n")
     r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "algorithm" in r.output and "grpo" in r.output
+    bad.write_text("conditions: [none, sparkles]\n")
+    r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(bad), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "sparkles" in r.output and "all_strategies" in r.output

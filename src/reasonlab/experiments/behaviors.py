@@ -1,19 +1,32 @@
-"""`reasonlab run countdown-behaviors`: the cognitive-behaviors experiment (arXiv 2503.01307) end to end.
+"""`reasonlab run countdown-behaviors`: the cognitive-behaviors study (arXiv 2503.01307) end to end.
 
-For each priming condition:
+Two *base models* stand in for the study's Qwen-2.5-3B (behavior-rich) and Llama-3.2-3B
+(behavior-poor): on a CPU, pretrained model organisms (:mod:`reasonlab.organisms`), on GPUs any HF
+model. Each *condition* is a starting model for the same PPO run on Countdown:
 
-    synthetic traces (reasonlab.priming) ─► SFT the base model on them ─► PPO (or GRPO) on Countdown
-    evaluating accuracy, pass@k, response length and behavior counts every K steps (step 0 included)
+    none               the behavior-poor base itself
+    rich_base          the behavior-rich base itself                         (the paper's first figure)
+    <priming>          the poor base after SFT on that condition's synthetic traces
+                       (all_strategies, only_backtracking, backtracking_verification, backtracking_subgoal,
+                       backtracking_backward, empty_cot, dots, no_positive)
+    curated_enriched   the poor base after continued pretraining on the behavior-enriched subset of a
+    curated_minimal    mixed corpus, or on its minimal-behavior subset (same token count)
 
-plus an unprimed baseline (``none``: RL straight from the base model). Writes
+Every condition runs RL once per seed; the bases are shared, and each priming condition is primed once
+(``priming_seed``; the seeds then measure the spread of RL, as the study's runs would) unless
+``priming_seed: null`` primes per seed too. Writes
 
-    results.csv   condition, step, avg_verifications, avg_backtracking, avg_subgoals, avg_backwards,
-                  total_behaviors, accuracy, pass@k…, response_length   (the study's columns)
-    report.md / report.html (self-contained) with accuracy-vs-step and behavior-vs-step plots
-    conditions/<name>/{traces.jsonl, sft/, rl/}
+    bases/<name>/competence.json   what each base can do before RL (arithmetic, step-0 accuracy, behaviors)
+    results.csv     a row per condition, seed and eval step: the study's columns (avg_verifications,
+                    avg_backtracking, avg_subgoals, avg_backwards, total_behaviors, accuracy, pass@k,
+                    response_length) plus base, seed and train_reward
+    report.md / report.html (self-contained): competence, final accuracy per condition (mean ± sd over
+                    seeds), the comparisons as differences with their spread, and plots with bands
+    conditions/<name>/primed/{traces.jsonl, sft/}   the primed model (once per condition by default)
+    conditions/<name>/seed-<s>/rl/                  one RL run per seed
 
-Each stage of each condition is skipped when its output is complete, and RL resumes from its last
-checkpoint, so an interrupted experiment picks up where it stopped.
+Each stage is skipped when its output is complete and RL resumes from its last checkpoint, so an
+interrupted experiment picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -22,10 +35,12 @@ import base64
 import csv
 import json
 import logging
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import append_jsonl
@@ -38,107 +53,275 @@ BEHAVIOR_COLUMNS = {  # our behavior name → the study's column name
     "subgoal_setting": "avg_subgoals",
     "backward_chaining": "avg_backwards",
 }
+BASE_CONDITIONS = {"none": "poor", "rich_base": "rich"}
+CURATED = {"curated_enriched": "enriched", "curated_minimal": "control"}
+# (a, b): the study's comparisons, each reported as a − b with its spread over seeds
+COMPARISONS = [("rich_base", "none"), ("all_strategies", "none"), ("no_positive", "none"),
+               ("all_strategies", "empty_cot"), ("no_positive", "empty_cot"), ("all_strategies", "dots"),
+               ("curated_enriched", "curated_minimal")]
 
 
-class TinyModelSpec(Strict):
-    layers: int = 4
-    width: int = 128
-    heads: int = 4
-    vocab_size: int = 1024
+class CurationSettings(Strict):
+    """The curated continued-pretraining arm: a mixed corpus, classified, two subsets, same tokens."""
+
+    documents: int = Field(6000, ge=10, description="Countdown documents in the mixed corpus")
+    behavior_rate: float = Field(0.3, ge=0, le=1, description="share of them that are behavior traces")
+    top_fraction: float = Field(0.3, gt=0, le=0.5, description="enriched subset: the documents with the most behaviors")
+    steps: int = Field(150, ge=1, description="continued-pretraining steps on each subset (same token count)")
+    lr: float = Field(1e-3, gt=0)
 
 
 class BehaviorsRecipe(Strict):
     name: str = "countdown-behaviors"
-    base_model: str = Field("tiny", description="'tiny' (created from `tiny`), an embedded name, HF folder or hub name")
-    tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
-    conditions: list[str] = Field(default_factory=lambda: ["none", "all_strategies", "only_backtracking",
+    bases: dict[str, Any] = Field(
+        default_factory=lambda: {"poor": {"behavior_rate": 0.0}, "rich": {"behavior_rate": 0.3}},
+        description="'poor' and 'rich' base: a model name/path, or organism fields (over `organism`)")
+    organism: dict[str, Any] = Field(default_factory=dict, description="OrganismSpec fields shared by both organisms")
+    conditions: list[str] = Field(default_factory=lambda: ["none", "rich_base", "all_strategies", "only_backtracking",
                                                              "backtracking_verification", "backtracking_subgoal",
-                                                             "backtracking_backward", "empty_cot", "dots", "no_positive"])
+                                                             "backtracking_backward", "empty_cot", "dots", "no_positive",
+                                                             "curated_enriched", "curated_minimal"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     task_args: dict[str, Any] = Field(default_factory=lambda: {"min_numbers": 3, "max_numbers": 3})
-    traces: int = Field(256, ge=1, description="priming traces per condition")
+    traces: int = Field(256, ge=1, description="priming traces per condition (and seed, see priming_seed)")
+    priming_seed: int | None = Field(
+        0, description="prime each condition once, with this seed, and run RL from it with every seed (the seeds "
+        "then measure RL's spread); null = traces and SFT per seed too")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTSettings fields (model/data/out are set here)")
     rl: dict[str, Any] = Field(default_factory=dict, description="RLConfig fields (model/task/out are set here)")
-    seed: int = 0
+    curation: CurationSettings = Field(default_factory=CurationSettings)
+    competence: dict[str, Any] = Field(default_factory=lambda: {"problems": 32, "n": 4},
+                                       description="competence_report arguments for each base")
     out: str | None = None
 
+    @field_validator("conditions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from reasonlab.priming.traces import CONDITIONS
 
-def condition_dir(out: Path, condition: str) -> Path:
-    return out / "conditions" / condition
+        allowed = [*BASE_CONDITIONS, *CONDITIONS, *CURATED]
+        bad = [c for c in v if c not in allowed]
+        if bad:
+            raise ValueError(f"unknown condition(s) {bad}; allowed: {', '.join(allowed)}")
+        if len(set(v)) != len(v):
+            raise ValueError("conditions must not repeat")
+        return v
+
+    @field_validator("bases")
+    @classmethod
+    def _bases(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if k not in ("poor", "rich")]
+        if bad:
+            raise ValueError(f"unknown base(s) {bad}; allowed: poor, rich")
+        for k, b in v.items():
+            if not isinstance(b, (str, dict)):
+                raise ValueError(f"bases.{k}: a model name/path or a mapping of organism fields, not {type(b).__name__}")
+        return v
 
 
-def ensure_base_model(recipe: BehaviorsRecipe, out: Path) -> str:
-    if recipe.base_model != "tiny":
-        return recipe.base_model
-    path = out / "base-model"
-    if not (path / "config.json").exists():
-        from reasonlab.models import create_tiny
-        from reasonlab.priming.traces import generate_traces
-
-        t = recipe.tiny
-        # the tokenizer also learns the phrasing of the reasoning traces (any condition's words)
-        texts = [e.completion for e in generate_traces("all_strategies", 200, seed=recipe.seed + 1,
-                                                          task_args=recipe.task_args)]
-        create_tiny(path, layers=t.layers, width=t.width, heads=t.heads, vocab_size=t.vocab_size,
-                    tasks=("countdown",), seed=recipe.seed, extra_texts=texts)
-    return str(path)
+def base_of(condition: str) -> str:
+    return BASE_CONDITIONS.get(condition, "poor")
 
 
-def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, base: str, show_progress: bool) -> Path:
-    """Traces → SFT → RL for one condition; returns the RL run directory."""
+class Progress:
+    """One line per stage, with the elapsed time and an ETA from the stages done so far."""
+
+    def __init__(self, total_units: float, enabled: bool = True):
+        self.total, self.done, self.t0, self.enabled = total_units, 0.0, time.time(), enabled
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            el = time.time() - self.t0
+            eta = el / self.done * (self.total - self.done) if self.done else float("nan")
+            eta_s = f"ETA {_fmt(eta)}" if eta == eta else "ETA -"
+            print(f"[{_fmt(el)} · {eta_s}] {text}", flush=True)
+
+    def advance(self, units: float, worked: bool = True) -> None:
+        """``units`` of the plan are finished; stages found complete (``worked=False``) leave the
+        plan instead, so the ETA extrapolates only from stages that ran."""
+        if worked:
+            self.done += units
+        else:
+            self.total -= units
+
+
+def _fmt(s: float) -> str:
+    s = max(0, int(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def organism_spec(recipe: BehaviorsRecipe, name: str):
+    from reasonlab.organisms import OrganismSpec
+
+    # named by the base, not the recipe: presets with the same organism fields share the cached model
+    fields = {"task_args": recipe.task_args, **recipe.organism, **recipe.bases[name], "name": name}
+    return OrganismSpec(**fields)
+
+
+def ensure_bases(recipe: BehaviorsRecipe, out: Path, prog: Progress) -> dict[str, str]:
+    """Path of each base the conditions need (organisms pretrained or reused from the cache),
+    with a competence report in ``bases/<name>/competence.json``."""
+    from reasonlab.models import resolve_model
+    from reasonlab.organisms import competence_report, ensure_organism, format_report
+
+    need = {base_of(c) for c in recipe.conditions}
+    if any(c in CURATED for c in recipe.conditions):
+        need.add("poor")
+    paths = {}
+    for name in ("poor", "rich"):
+        if name not in need:
+            continue
+        if name not in recipe.bases:
+            raise ValueError(f"conditions need the {name!r} base, but `bases` has no {name!r} entry")
+        b = recipe.bases[name]
+        worked = False
+        if isinstance(b, str):
+            paths[name] = resolve_model(b)
+        else:
+            from reasonlab.organisms import organism_path
+
+            spec = organism_spec(recipe, name)
+            worked = not (organism_path(spec) / "config.json").exists()
+            prog.line(f"base {name}: " + ("pretraining the organism" if worked else f"organism cached at {organism_path(spec)}"))
+            paths[name] = str(ensure_organism(spec, log=prog.line))
+        paths[name] = str(paths[name])
+        prog.advance(2, worked)
+        comp_path = out / "bases" / name / "competence.json"
+        if not comp_path.exists():
+            rep = competence_report(paths[name], task_args=recipe.task_args, max_new_tokens=_max_new(recipe),
+                                    **recipe.competence)
+            comp_path.parent.mkdir(parents=True, exist_ok=True)
+            comp_path.write_text(json.dumps(rep, indent=2))
+        prog.line(f"base {name}: {format_report(json.loads(comp_path.read_text()))}")
+    return paths
+
+
+def _max_new(recipe: BehaviorsRecipe) -> int:
+    return int((recipe.rl.get("rollout") or {}).get("max_new_tokens", 256))
+
+
+def ensure_curated(recipe: BehaviorsRecipe, out: Path, poor: str, prog: Progress) -> dict[str, str]:
+    """Continued pretraining of the poor base on the enriched and the minimal subset of a mixed corpus."""
+    from reasonlab.analysis.curate import curate
+    from reasonlab.organisms import OrganismSpec, corpus_documents, ensure_organism
+
+    wanted = [c for c in recipe.conditions if c in CURATED]
+    if not wanted:
+        return {}
+    cur = recipe.curation
+    d = out / "curation"
+    if not (d / "stats.json").exists():
+        prog.line(f"curation: mixed corpus of {cur.documents} Countdown documents ({cur.behavior_rate:.0%} traces), classifying")
+        spec = organism_spec(recipe, "poor").model_copy(update={"behavior_rate": cur.behavior_rate, "fact_docs": 0,
+                                                               "countdown_docs": cur.documents, "seed": 1000})
+        docs = corpus_documents(spec)
+        stats = curate([{"text": t} for t in docs], d, top_fraction=cur.top_fraction)
+        prog.line(f"curation: {stats['enriched']} enriched / {stats['control']} minimal documents; mean behaviors "
+                  f"{sum(stats['mean_behaviors']['enriched'].values()):.2f} vs {sum(stats['mean_behaviors']['control'].values()):.2f}")
+    base = organism_spec(recipe, "poor")
+    paths = {}
+    for c in wanted:
+        spec = OrganismSpec(**{**base.model_dump(), "name": f"poor-{c}", "init_from": poor,
+                               "corpus": str(d / f"{CURATED[c]}.jsonl"), "steps": cur.steps, "lr": cur.lr,
+                               "warmup": min(20, cur.steps // 5)})
+        from reasonlab.organisms import organism_path
+
+        worked = not (organism_path(spec) / "config.json").exists()
+        paths[c] = str(ensure_organism(spec, log=prog.line))
+        prog.advance(1, worked)
+    return paths
+
+
+def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int, start: str, prog: Progress,
+                  show_progress: bool) -> Path:
+    """Traces → SFT (priming conditions) → RL for one condition and seed; returns the RL run directory."""
     from reasonlab.config import validate
-    from reasonlab.priming.traces import generate_traces
+    from reasonlab.priming.traces import CONDITIONS, generate_traces
     from reasonlab.train.rl.config import RLConfig
     from reasonlab.train.rl.engine import train_rl
     from reasonlab.train.sft import SFTSettings, train_sft
 
-    d = condition_dir(out, condition)
+    d = out / "conditions" / condition / f"seed-{seed}"
     d.mkdir(parents=True, exist_ok=True)
-    model = base
-    if condition != "none":
-        traces = d / "traces.jsonl"
+    model = start
+    tag = f"{condition} seed {seed}"
+    if condition in CONDITIONS:
+        prime_seed = seed if recipe.priming_seed is None else recipe.priming_seed
+        pd = d if recipe.priming_seed is None else out / "conditions" / condition / "primed"
+        pd.mkdir(parents=True, exist_ok=True)
+        traces = pd / "traces.jsonl"
         if not traces.exists():
-            eps = generate_traces(condition, recipe.traces, seed=recipe.seed, task_args=recipe.task_args)
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(start)  # dots are length-matched in this tokenizer's tokens
+            eps = generate_traces(condition, recipe.traces, seed=prime_seed, task_args=recipe.task_args, tokenizer=tok)
             tmp = traces.with_suffix(".partial")
             tmp.unlink(missing_ok=True)
             append_jsonl(tmp, eps)
             tmp.rename(traces)
-        final = d / "sft" / "final"
-        if not (final / "config.json").exists():
-            sft = validate(SFTSettings, {**recipe.sft, "model": base, "data": [str(traces)], "out": str(d / "sft"),
-                                         "seed": recipe.seed}, f"{condition}: sft")
+        final = pd / "sft" / "final"
+        sft_worked = not (final / "config.json").exists()
+        if sft_worked:
+            t0 = time.time()
+            sft = validate(SFTSettings, {**recipe.sft, "model": start, "data": [str(traces)], "out": str(pd / "sft"),
+                                         "seed": prime_seed}, f"{condition}: sft")
+            prog.line(f"{tag}: priming SFT on {recipe.traces} traces")
             train_sft(sft, show_progress=show_progress)
+            hist = json.loads((pd / "sft" / "log_history.json").read_text())
+            loss = [h["loss"] for h in hist if "loss" in h]
+            prog.line(f"{tag}: SFT done in {_fmt(time.time() - t0)}, loss {loss[0]:.2f} → {loss[-1]:.2f}" if loss else
+                      f"{tag}: SFT done")
+        prog.advance(1, sft_worked)
         model = str(final)
     rl_dir = d / "rl"
     rl_cfg = {**recipe.rl, "model": model, "task": "countdown", "task_args": recipe.task_args, "out": str(rl_dir),
-              "seed": recipe.seed, "eval_behaviors": True, "eval_at_start": True, "tensorboard": False}
+              "seed": seed, "eval_behaviors": True, "eval_at_start": True, "tensorboard": False}
     cfg = validate(RLConfig, rl_cfg, f"{condition}: rl")
     done = rl_dir / "checkpoints" / f"step-{cfg.steps:06d}"
-    if not done.exists():
-        train_rl(cfg, resume=rl_dir.exists(), show_progress=show_progress)
+    rl_worked = not done.exists()
+    if rl_worked:
+        t0 = time.time()
+
+        def on_step(row: dict[str, Any]) -> None:
+            s = row["step"]
+            if "eval/accuracy" in row or s == cfg.steps:
+                acc = f" · eval accuracy {row['eval/accuracy']:.3f}" if "eval/accuracy" in row else ""
+                prog.line(f"{tag}: PPO step {s}/{cfg.steps} reward {row.get('reward', float('nan')):.3f}"
+                          f" train accuracy {row.get('accuracy', float('nan')):.3f}{acc} · {_fmt(time.time() - t0)}")
+
+        train_rl(cfg, resume=rl_dir.exists(), show_progress=show_progress, on_step=on_step)
+    prog.advance(1, rl_worked)
     return rl_dir
 
 
-def collect_results(out: Path, conditions: list[str]) -> list[dict[str, Any]]:
+def collect_results(out: Path, conditions: list[str], seeds: list[int]) -> list[dict[str, Any]]:
     rows = []
     for c in conditions:
-        path = condition_dir(out, c) / "rl" / "metrics.jsonl"
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            m = json.loads(line)
-            if "eval/accuracy" not in m:
+        for seed in seeds:
+            path = out / "conditions" / c / f"seed-{seed}" / "rl" / "metrics.jsonl"
+            if not path.exists():
                 continue
-            row: dict[str, Any] = {"condition": c, "step": m["step"]}
-            for b, col in BEHAVIOR_COLUMNS.items():
-                row[col] = m.get(f"eval/{b}", 0.0)
-            row["total_behaviors"] = sum(row[col] for col in BEHAVIOR_COLUMNS.values())
-            row["accuracy"] = m["eval/accuracy"]
-            for k, v in m.items():
-                if k.startswith("eval/pass@"):
-                    row[k[len("eval/"):]] = v
-            row["response_length"] = m["eval/response_length"]
-            row["train_reward"] = m.get("reward")
-            rows.append(row)
+            for line in path.read_text().splitlines():
+                try:
+                    m = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line of a run still going
+                if "eval/accuracy" not in m:
+                    continue
+                row: dict[str, Any] = {"condition": c, "base": base_of(c), "seed": seed, "step": m["step"]}
+                for b, col in BEHAVIOR_COLUMNS.items():
+                    row[col] = m.get(f"eval/{b}", 0.0)
+                row["total_behaviors"] = sum(row[col] for col in BEHAVIOR_COLUMNS.values())
+                row["accuracy"] = m["eval/accuracy"]
+                for k, v in m.items():
+                    if k.startswith("eval/pass@"):
+                        row[k[len("eval/"):]] = v
+                row["response_length"] = m["eval/response_length"]
+                row["train_reward"] = m.get("reward")
+                rows.append(row)
     return rows
 
 
@@ -147,12 +330,62 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> Path:
     for r in rows:
         cols += [k for k in r if k not in cols]
     path = out / "results.csv"
-    with path.open("w", newline="") as f:
+    tmp = path.with_suffix(".partial")
+    with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
             w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    tmp.replace(path)
     return path
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
+
+
+def series(rows: list[dict[str, Any]], condition: str, col: str) -> tuple[list[int], list[float], list[float]]:
+    """Steps, mean and sd over seeds of ``col`` for one condition (steps every seed reached)."""
+    by_step: dict[int, list[float]] = {}
+    for r in rows:
+        if r["condition"] == condition and r.get(col) is not None:
+            by_step.setdefault(int(r["step"]), []).append(float(r[col]))
+    n = max((len(v) for v in by_step.values()), default=0)
+    steps = sorted(s for s, v in by_step.items() if len(v) == n)
+    return steps, [_mean_sd(by_step[s])[0] for s in steps], [_mean_sd(by_step[s])[1] for s in steps]
+
+
+def final_by_seed(rows: list[dict[str, Any]], condition: str, col: str = "accuracy", step: int | None = None) -> dict[int, float]:
+    """Per seed, ``col`` at ``step`` (default: each seed's last eval step)."""
+    out: dict[int, tuple[int, float]] = {}
+    for r in rows:
+        if r["condition"] != condition:
+            continue
+        s = int(r["step"])
+        if step is not None and s != step:
+            continue
+        if r["seed"] not in out or s > out[r["seed"]][0]:
+            out[r["seed"]] = (s, float(r[col]))
+    return {k: v for k, (_, v) in out.items()}
+
+
+def comparisons(rows: list[dict[str, Any]], conds: list[str]) -> list[dict[str, Any]]:
+    """Final-accuracy differences a − b: mean and sd over seeds (paired by seed)."""
+    out = []
+    for a, b in COMPARISONS:
+        if a not in conds or b not in conds:
+            continue
+        fa, fb = final_by_seed(rows, a), final_by_seed(rows, b)
+        seeds = sorted(set(fa) & set(fb))
+        diffs = [fa[s] - fb[s] for s in seeds]
+        if diffs:
+            m, sd = _mean_sd(diffs)
+            out.append({"a": a, "b": b, "diff": m, "sd": sd, "seeds": len(diffs),
+                        "clear": len(diffs) > 1 and abs(m) > 2 * sd / len(diffs) ** 0.5})
+    return out
 
 
 def plot_results(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
@@ -162,18 +395,23 @@ def plot_results(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     import matplotlib.pyplot as plt
 
     conds = list(dict.fromkeys(r["condition"] for r in rows))
-    series = {c: [r for r in rows if r["condition"] == c] for c in conds}
+    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(conds)}
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=110)
     for c in conds:
-        s = series[c]
-        axes[0].plot([r["step"] for r in s], [r["accuracy"] for r in s], marker="o", ms=3, label=c)
-        axes[1].plot([r["step"] for r in s], [r["response_length"] for r in s], marker="o", ms=3, label=c)
-    axes[0].set(xlabel="RL step", ylabel="test accuracy", title="Countdown accuracy during RL")
-    axes[1].set(xlabel="RL step", ylabel="tokens", title="response length")
+        for ax, col in zip(axes, ("accuracy", "response_length")):
+            steps, mean, sd = series(rows, c, col)
+            if not steps:
+                continue
+            ax.plot(steps, mean, marker="o", ms=3, color=colors[c], label=c)
+            ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                            color=colors[c], alpha=0.15, lw=0)
+    seeds = len({r["seed"] for r in rows})
+    axes[0].set(xlabel="PPO step", ylabel="test accuracy", title=f"Countdown accuracy (mean ± sd, {seeds} seeds)")
+    axes[1].set(xlabel="PPO step", ylabel="tokens", title="response length")
     for a in axes:
         a.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     paths.append(out / "accuracy.png")
     fig.savefig(paths[-1])
@@ -181,9 +419,12 @@ def plot_results(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), dpi=110)
     for ax, (b, col) in zip(axes, BEHAVIOR_COLUMNS.items()):
         for c in conds:
-            s = series[c]
-            ax.plot([r["step"] for r in s], [r[col] for r in s], marker="o", ms=3, label=c)
-        ax.set(xlabel="RL step", ylabel="per response", title=b.replace("_", " "))
+            steps, mean, sd = series(rows, c, col)
+            if steps:
+                ax.plot(steps, mean, marker="o", ms=3, color=colors[c], label=c)
+                ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                                color=colors[c], alpha=0.15, lw=0)
+        ax.set(xlabel="PPO step", ylabel="per response", title=b.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
@@ -193,23 +434,46 @@ def plot_results(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     return paths
 
 
-def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]], plots: list[Path]) -> None:
+def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]], plots: list[Path],
+                 timings: dict[str, float]) -> None:
+    from reasonlab.organisms import format_report
+
     conds = list(dict.fromkeys(r["condition"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
     lines = [f"# {recipe.name}", "",
-             "Cognitive-behaviors experiment (arXiv 2503.01307): prime with synthetic traces, then RL on Countdown.",
-             f"Base model: `{recipe.base_model}`; {recipe.traces} traces per condition; task {recipe.task_args}.",
-             "Behavior counts: local rule-based classifier on the eval responses (see docs/priming.md for its precision/recall).",
-             "", "| condition | accuracy (start → end) | pass@k end | total behaviors (start → end) | length (start → end) |",
-             "|---|---|---|---|---|"]
+             "Cognitive-behaviors study (arXiv 2503.01307): the same PPO run on Countdown from each starting model.",
+             f"Task {recipe.task_args}; {recipe.traces} priming traces per condition and seed; seeds {seeds}. "
+             "Behavior counts: the local rule-based classifier on the eval responses (see docs/priming.md for its "
+             "precision/recall).", "", "## Bases before RL", ""]
+    for name in ("poor", "rich"):
+        p = out / "bases" / name / "competence.json"
+        if p.exists():
+            lines.append(f"- **{name}** ({recipe.bases.get(name)}): {format_report(json.loads(p.read_text()))}")
+    lines += ["", "## Accuracy per condition (mean ± sd over seeds)", "",
+              "| condition | base | step 0 | final | Δ (final − step 0) | total behaviors 0 → final | length 0 → final |",
+              "|---|---|---|---|---|---|---|"]
     for c in conds:
-        s = [r for r in rows if r["condition"] == c]
-        a, b = s[0], s[-1]
-        pk = max((k for k in b if k.startswith("pass@")), key=lambda k: int(k[5:]), default=None)
-        lines.append(f"| {c} | {a['accuracy']:.3f} → {b['accuracy']:.3f} (step {b['step']}) | "
-                     f"{(pk + ' ' + format(b[pk], '.3f')) if pk else '-'} | "
-                     f"{a['total_behaviors']:.2f} → {b['total_behaviors']:.2f} | "
-                     f"{a['response_length']:.0f} → {b['response_length']:.0f} |")
-    lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), "", "Full table: `results.csv`."]
+        a0 = list(final_by_seed(rows, c, step=0).values())
+        a1 = list(final_by_seed(rows, c).values())
+        b0 = list(final_by_seed(rows, c, "total_behaviors", step=0).values())
+        b1 = list(final_by_seed(rows, c, "total_behaviors").values())
+        l0 = list(final_by_seed(rows, c, "response_length", step=0).values())
+        l1 = list(final_by_seed(rows, c, "response_length").values())
+        d = [y - x for x, y in zip(a0, a1)]
+        f = lambda xs, p=3: "{:.{p}f} ± {:.{p}f}".format(*_mean_sd(xs), p=p)  # noqa: E731
+        lines.append(f"| {c} | {base_of(c)} | {f(a0)} | {f(a1)} | {f(d)} | {f(b0, 2)} → {f(b1, 2)} | "
+                     f"{_mean_sd(l0)[0]:.0f} → {_mean_sd(l1)[0]:.0f} |")
+    comps = comparisons(rows, conds)
+    if comps:
+        lines += ["", "## The study's comparisons (final accuracy, paired by seed)", "",
+                  "| comparison | difference (mean ± sd) | seeds | larger than 2 standard errors |", "|---|---|---|---|"]
+        for c in comps:
+            lines.append(f"| {c['a']} − {c['b']} | {c['diff']:+.3f} ± {c['sd']:.3f} | {c['seeds']} | "
+                         f"{'yes' if c['clear'] else 'no'} |")
+    if timings:
+        lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), "", "Full table: `results.csv` (a row per condition, seed and eval step)."]
     md = "\n".join(lines)
     (out / "report.md").write_text(md + "\n")
     html_body = md
@@ -220,15 +484,19 @@ def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]],
 
 
 def _html(title: str, md: str) -> str:
-    """A minimal Markdown → HTML for our own report (headings, paragraphs, pipe tables, inline images)."""
+    """A minimal Markdown → HTML for our own report (headings, lists, paragraphs, pipe tables, images)."""
     import html as H
+    import re
 
     out, table = [], []
+
+    def inline(s: str) -> str:
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", H.escape(s))
 
     def flush():
         if table:
             rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
-            cells = [[H.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            cells = [[inline(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
             out.append("<table>" + "".join(
                 "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
                 for i, row in enumerate(cells)) + "</table>")
@@ -239,12 +507,16 @@ def _html(title: str, md: str) -> str:
             table.append(line)
             continue
         flush()
-        if line.startswith("# "):
+        if line.startswith("## "):
+            out.append(f"<h2>{H.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
             out.append(f"<h1>{H.escape(line[2:])}</h1>")
         elif line.startswith("<img"):
             out.append(f"<p>{line}</p>")
+        elif line.startswith("- "):
+            out.append(f"<p>• {inline(line[2:])}</p>")
         elif line.strip():
-            out.append(f"<p>{H.escape(line)}</p>")
+            out.append(f"<p>{inline(line)}</p>")
     flush()
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}" \
             "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}"
@@ -252,18 +524,37 @@ def _html(title: str, md: str) -> str:
 
 
 def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Path:
-    from rich.console import Console
-
     out = Path(recipe.out or f"runs/{recipe.name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(dump_yaml(recipe))
-    base = ensure_base_model(recipe, out)
-    console = Console(stderr=True)
-    for i, c in enumerate(recipe.conditions, 1):
-        console.rule(f"[bold]condition {i}/{len(recipe.conditions)}: {c}")
-        run_condition(recipe, out, c, base, show_progress)
-        rows = collect_results(out, recipe.conditions)  # results so far, after every condition
-        write_results(out, rows)
+    n_bases = len({base_of(c) for c in recipe.conditions} | ({"poor"} if any(c in CURATED for c in recipe.conditions) else set()))
+    from reasonlab.priming.traces import CONDITIONS
+
+    units = 2 * n_bases + sum(1 for c in recipe.conditions if c in CURATED) + \
+        len(recipe.seeds) * sum(2 if c in CONDITIONS else 1 for c in recipe.conditions)
+    prog = Progress(units, enabled=show_progress)
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    bases = ensure_bases(recipe, out, prog)
+    timings["bases (pretraining + competence; 0 when cached)"] = time.time() - t0
+    t0 = time.time()
+    curated = ensure_curated(recipe, out, bases.get("poor", ""), prog)
+    if curated:
+        timings["curated continued pretraining"] = time.time() - t0
+    rows: list[dict[str, Any]] = []
+    for seed in recipe.seeds:
+        for c in recipe.conditions:
+            t0 = time.time()
+            start = curated.get(c) or bases[base_of(c)]
+            run_condition(recipe, out, c, seed, start, prog, show_progress=False)
+            timings[f"{c} seed {seed}"] = time.time() - t0
+            rows = collect_results(out, recipe.conditions, recipe.seeds)  # results so far, after every run
+            write_results(out, rows)
     plots = plot_results(out, rows)
-    write_report(out, recipe, rows, plots)
+    prev = out / "timings.json"
+    if prev.exists():  # a resumed run keeps the time its earlier stages took
+        old = json.loads(prev.read_text())
+        timings = {k: (v if v > 5 else old.get(k, v)) for k, v in timings.items()}
+    prev.write_text(json.dumps(timings, indent=1))
+    write_report(out, recipe, rows, plots, timings)
     return out

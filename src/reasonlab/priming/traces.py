@@ -114,7 +114,12 @@ def _problems_with_spares(task, split: str, n: int, seed: int):
     for k in (2, 4, 8):
         try:
             more = task.problems(split, n * k + 8, seed=seed)
-        except RuntimeError:  # the range has no more distinct problems
+        except RuntimeError as e:  # the range has fewer distinct problems: take all of them
+            m = re.search(r"only (\d+) distinct", str(e))
+            if not m or int(m.group(1)) <= len(first):
+                return
+            more = task.problems(split, int(m.group(1)), seed=seed)
+            yield from more[len(first):]
             return
         yield from more[len(first):]
         first = more
