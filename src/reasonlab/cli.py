@@ -508,6 +508,81 @@ def tts_cmd(
     console.print(table)
 
 
+@app.command("teach")
+def teach_cmd(
+    out: Path = typer.Option(..., help="Episode JSONL file to write"),
+    task: Optional[str] = typer.Option(None, help="a task with a solver program, e.g. sym/blocksworld"),
+    suite: Optional[str] = typer.Option(None, help="a suite's train tasks that have a solver program, e.g. r1ci"),
+    limit: int = typer.Option(100, help="problems (spread over the tasks of a suite)"),
+    split: str = typer.Option("train", help="train or test"),
+    seed: int = typer.Option(0, help="problem seed"),
+    protocol: str = typer.Option("answer", help="answer (<answer>, ```output) or r1ci (<<<answer>>>, Code Execution Results)"),
+) -> None:
+    """Programmatic code teacher: multi-turn SFT episodes that write a solver program, run it in the sandbox and answer.
+
+    Only tasks with a solver program take part (the procedural sym/ and bbh/ tasks list theirs in docs/r1ci.md); every episode is scored by the task's own scorer and only correct ones are written. Train on them with `reasonlab train sft --data OUT`.
+
+    Example: reasonlab teach --suite r1ci --limit 500 --protocol r1ci --out runs/teach-r1ci.jsonl
+    """
+    from reasonlab.experiments.teach import run_teach
+
+    name = _suite_task(suite, task, "train")
+    if name is None:
+        fail("give --task or --suite")
+    try:
+        r = run_teach(name, out, limit=limit, split=split, seed=seed, protocol=protocol)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    table = Table("task", "episodes", title=f"code-teacher episodes → {r['out']}")
+    for t, k in sorted(r["per_task"].items()):
+        table.add_row(t, str(k))
+    console.print(table)
+    console.print(f"kept {r['kept']} of {r['problems']} problems (incorrect: {r['incorrect']}, no solver: {r['no_solver']})")
+
+
+@app.command("steer")
+def steer_cmd(
+    out: str = typer.Option(..., help="run directory (episodes/steer.jsonl, summary.json); re-running resumes"),
+    task: Optional[str] = typer.Option(None, help="task, e.g. sym/blocksworld"),
+    suite: Optional[str] = typer.Option(None, help="a suite part instead of --task, e.g. r1ci (its test tasks)"),
+    guide_model: str = typer.Option(..., help="guide: served model name, or a local model without --guide-base-url"),
+    guide_base_url: Optional[str] = typer.Option(None, help="guide's OpenAI-compatible endpoint (unset: local)"),
+    solver_model: str = typer.Option(..., help="solver: served model name, or a local model without --solver-base-url"),
+    solver_base_url: Optional[str] = typer.Option(None, help="solver's OpenAI-compatible endpoint (unset: local)"),
+    limit: int = typer.Option(20, help="problems"),
+    split: str = typer.Option("test", help="train or test"),
+    rounds: int = typer.Option(6, help="guide rounds: 1 (code or text) + up to 5 rounds of feedback"),
+    max_tokens: int = typer.Option(512, help="tokens per model reply"),
+    seed: int = typer.Option(0, help="problem seed"),
+) -> None:
+    """CodeSteer: a guide model steers a solver model between code and text, reading checkers' verdicts.
+
+    Round 1: the guide chooses <<<Code>>> or <<<Text>>> and gives guidance; the solver answers (its code runs in the sandbox). Later rounds: the guide reads the answer, the code output, a symbolic checker's verdict (how much real computation the code does) and a self-answer checker's verdict (a program the solver writes to check its answer) and returns the answer, stops, or gives new guidance. Set API keys in OPENAI_API_KEY.
+
+    Example: reasonlab steer --task sym/blocksworld --guide-model smollm2-135m --solver-base-url http://127.0.0.1:8000/v1 --solver-model gpt-4o --limit 20 --out runs/steer
+    """
+    import os
+
+    from reasonlab.experiments.steer import EndpointChat, LocalChat, run_steer
+
+    name = _suite_task(suite, task, "test")
+    if name is None:
+        fail("give --task or --suite")
+    key = os.environ.get("OPENAI_API_KEY", "none")
+    try:
+        mk = lambda url, m: EndpointChat(url, m, api_key=key, max_tokens=max_tokens) if url else LocalChat(m, max_tokens=max_tokens)  # noqa: E731
+        guide, solver = mk(guide_base_url, guide_model), mk(solver_base_url, solver_model)
+        s = run_steer(name, out, guide=guide, solver=solver, limit=limit, split=split, seed=seed, max_rounds=rounds)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    table = Table("metric", "value", title=f"CodeSteer · {name} → {out}")
+    for k in ("problems", "accuracy", "mean_rounds", "first_mode_code_rate", "malformed_guide_replies"):
+        v = s.get(k)
+        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    table.add_row("finish reasons", str(s.get("finish_reasons")))
+    console.print(table)
+
+
 EXPERIMENTS = {
     "countdown-behaviors": ("reasonlab.experiments.behaviors", "BehaviorsRecipe", "run_behaviors"),
     "entropo": ("reasonlab.experiments.entropo", "EntroPORecipe", "run_entropo"),

@@ -1114,4 +1114,69 @@ def subset_count(rng: random.Random) -> Instance:
     return Instance(q, str(cnt), {"answer": str(cnt), "numbers": xs, "target": t})
 
 
+# ============================================================================ reversi
+
+_R_DIRS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+def _reversi_flips(b: list[list[str]], r: int, c: int, me: str) -> list[tuple[int, int]]:
+    if b[r][c] != ".":
+        return []
+    other = "W" if me == "B" else "B"
+    out = []
+    for dr, dc in _R_DIRS:
+        line, i, j = [], r + dr, c + dc
+        while 0 <= i < len(b) and 0 <= j < len(b) and b[i][j] == other:
+            line.append((i, j))
+            i, j = i + dr, j + dc
+        if line and 0 <= i < len(b) and 0 <= j < len(b) and b[i][j] == me:
+            out += line
+    return out
+
+
+_REVERSI_SOLVER = """b = [list(r) for r in {board!r}]
+moves = {moves!r}
+dirs = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+n = len(b)
+for me, r, c in moves:
+    other = 'W' if me == 'B' else 'B'
+    for dr, dc in dirs:
+        line, i, j = [], r + dr, c + dc
+        while 0 <= i < n and 0 <= j < n and b[i][j] == other:
+            line.append((i, j)); i += dr; j += dc
+        if line and 0 <= i < n and 0 <= j < n and b[i][j] == me:
+            for i, j in line: b[i][j] = me
+    b[r][c] = me
+print([''.join(row) for row in b])
+"""
+
+
+@spec("sym/reversi", "SymBench: Reversi", "play given Reversi moves and give the final board",
+      check=lambda ans, d: [str(x).strip() for x in literal(ans)] == d["final"],
+      solver=lambda d: _REVERSI_SOLVER.format(board=d["board"], moves=d["moves"]))
+def reversi(rng: random.Random) -> Instance:
+    n = rng.choice([4, 6])
+    b = [["."] * n for _ in range(n)]
+    m = n // 2
+    b[m - 1][m - 1], b[m][m], b[m - 1][m], b[m][m - 1] = "W", "W", "B", "B"
+    start = ["".join(r) for r in b]
+    moves, me = [], "B"
+    for _ in range(rng.randint(2, 4)):
+        legal = [(r, c) for r in range(n) for c in range(n) if _reversi_flips(b, r, c, me)]
+        if not legal:
+            break
+        r, c = rng.choice(legal)
+        for i, j in _reversi_flips(b, r, c, me):
+            b[i][j] = me
+        b[r][c] = me
+        moves.append([me, r, c])
+        me = "W" if me == "B" else "B"
+    final = ["".join(r) for r in b]
+    q = ("Reversi on this board ('.' empty, B black, W white; rows and columns counted from 0):\n" + "\n".join(start) +
+         "\nA move places a disc and flips every straight line of the opponent's discs that it closes off against one "
+         "of the mover's own discs. Moves, in order: " + "; ".join(f"{p} at row {r}, column {c}" for p, r, c in moves) +
+         ".\nAnswer with the final board as a Python list of row strings, e.g. ['....', '.BW.', ...].")
+    return Instance(q, repr(final), {"board": start, "moves": moves, "final": final})
+
+
 SPECS["sym/cryptanalysis"].perturb = lambda ref, d, rng: ref[1:] + ref[0]  # a rotation: same digits, wrong places
