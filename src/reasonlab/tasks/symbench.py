@@ -272,7 +272,7 @@ def _feedback(secret: tuple, guess: tuple) -> tuple[int, int]:
     return exact, len(set(secret) & set(guess)) - exact
 
 
-@spec("sym/cryptanalysis", "SymBench: Cryptanalysis", "deduce a 3-digit code from guesses and feedback", check=_digits_check)
+@spec("sym/cryptanalysis", "SymBench: Cryptanalysis (simplified: a 3-digit code)", "deduce a 3-digit code from guesses and feedback", check=_digits_check)
 def cryptanalysis(rng: random.Random) -> Instance:
     while True:
         secret = tuple(rng.sample(range(10), 3))
@@ -398,7 +398,7 @@ print(grid)
 """
 
 
-@spec("sym/game_2048", "SymBench: 2048", "apply 2048 moves (no new tiles) and give the final grid",
+@spec("sym/game_2048", "SymBench: 2048 (whole-grid moves, no new tiles)", "apply 2048 moves (no new tiles) and give the final grid",
       check=_grid_check, solver=lambda d: _2048_SOLVER.format(grid=d["grid"], moves=d["moves"]))
 def game_2048(rng: random.Random) -> Instance:
     n = 4
@@ -810,7 +810,7 @@ def _latin_perturb(ref: str, d: dict, rng: random.Random) -> str:
     return repr(g)
 
 
-@spec("sym/latin_square", "SymBench: Letter Logic Diagram", "complete a Latin square",
+@spec("sym/latin_square", "SymBench: Letter Logic Diagram (simplified: digits, no diagonal rule)", "complete a Latin square",
       check=_latin_check, perturb=_latin_perturb)
 def latin_square(rng: random.Random) -> Instance:
     n = rng.randint(4, 5)
@@ -864,7 +864,7 @@ def _route_check(ans: str, d: dict) -> bool:
     return grid[i][j] == "G"
 
 
-@spec("sym/grid_route", "SymBench: Path Plan", "find a shortest route on a grid with walls",
+@spec("sym/grid_route", "SymBench: Path Plan (one agent, shortest route)", "find a shortest route on a grid with walls",
       check=_route_check, perturb=lambda ref, d, rng: ref + "UD")
 def grid_route(rng: random.Random) -> Instance:
     while True:
