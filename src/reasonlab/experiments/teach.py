@@ -95,8 +95,9 @@ def run_teach(task_name: str, out: str | Path, *, limit: int, split: str = "trai
 
         raise ValueError(f"task {task_name} has no solver program; tasks with one: "
                          f"{', '.join(n for n, s in SPECS.items() if s.solver)}")
-    if split == "train":
-        check_trainable(getattr(getattr(task, "inner", task), "members", [task_name]), "code-teacher SFT data")
+    inner = getattr(task, "inner", task)
+    if split == "train" and isinstance(inner, SuiteTask):  # a suite's held-out tasks never become SFT data
+        check_trainable(inner.members, "code-teacher SFT data")
     problems = task.problems(split, limit, seed=seed)
     sandbox = Sandbox(SandboxConfig(timeout_s=10.0, memory_mb=512))
     try:

@@ -101,15 +101,16 @@ def select_episodes(eps: list[Episode], *, only_correct: bool = False, cap_per_t
     """Rejection sampling and per-task caps for SFT data, and a suite's task-level split.
 
     With ``suite``, episodes of tasks outside the suite's *train* tasks are dropped (and counted),
-    so a held-out test task never reaches training. Without it, a suite's held-out test task in
-    the data is an error only when the data is otherwise all from that suite (mixing is refused).
+    so a held-out test task never reaches training. Without it, data that mixes a suite's train
+    tasks with its held-out test tasks gets a warning (the same tasks may be trained on outside
+    the suite's protocol, so it is not refused).
     The cap keeps, per task, the first ``cap_per_task`` episodes of a seeded shuffle (spread over
     problems rather than the first problem's samples).
     """
     import random
 
     from reasonlab.tasks.base import stable_hash
-    from reasonlab.tasks.suites import check_trainable, parse_suite, suite_tasks
+    from reasonlab.tasks.suites import parse_suite, suite_tasks
 
     counts = {"read": len(eps), "not_in_suite_train": 0, "incorrect": 0, "over_cap": 0}
     if suite is not None:
@@ -118,7 +119,10 @@ def select_episodes(eps: list[Episode], *, only_correct: bool = False, cap_per_t
         keep = [e for e in eps if e.task in train]
         counts["not_in_suite_train"] = len(eps) - len(keep)
         eps = keep
-    check_trainable({e.task for e in eps} & set(_suite_members_seen(eps)), "SFT data")
+    mixed = _suite_members_seen(eps)
+    if mixed:
+        log.warning("SFT data holds held-out test tasks of a suite (%s) next to its train tasks; pass suite=NAME "
+                    "(--suite) to drop them", ", ".join(sorted(mixed)[:5]))
     if only_correct:
         keep = [e for e in eps if e.correct]
         counts["incorrect"] = len(eps) - len(keep)

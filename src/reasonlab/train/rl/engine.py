@@ -40,7 +40,7 @@ from reasonlab.rollout.base import SamplingParams
 from reasonlab.rollout.hf import accepts_logits_to_keep
 from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
-from reasonlab.tasks.suites import check_trainable
+from reasonlab.tasks.suites import SuiteTask, check_trainable
 from reasonlab.train.rl import advantages as A
 from reasonlab.train.rl import losses as L
 from reasonlab.train.rl.config import RLConfig
@@ -197,7 +197,8 @@ class RLTrainer:
         self.out = Path(out or cfg.out or f"runs/rl-{cfg.algorithm}-{cfg.task.replace('/', '-')}")
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.task = get_task(cfg.task, protocol=cfg.protocol, **cfg.task_args)
-        check_trainable(getattr(self.task, "members", [cfg.task]), f"RL training on {cfg.task}")
+        if isinstance(getattr(self.task, "inner", self.task), SuiteTask):  # a suite's held-out tasks never train
+            check_trainable(self.task.members, f"RL training on {cfg.task}")
         path = resolve_model(cfg.model)
         torch.manual_seed(cfg.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
