@@ -31,8 +31,13 @@ R1CI_SYSTEM = (
     "output is returned to you after 'Code Execution Results:'. You may run code at most 8 times. When you are "
     "done, give the final answer in the form <<<answer>>>, e.g. <<<42>>>."
 )
-_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S)
-_TAGS_PHRASE = re.compile(r"<answer>\s*</answer>\s*tags?")
+_TAG = re.compile(r"<answer>(.*?)</answer>(\s*tags?\b)?", re.S)
+
+
+def _rewrite_tag(m: re.Match) -> str:
+    """``<answer> </answer> tags`` → ``the form <<<answer>>>``; ``<answer>x</answer>`` → ``<<<x>>>``."""
+    body = m.group(1).strip()
+    return "the form <<<answer>>>" if not body else f"<<<{body}>>>{m.group(2) or ''}"
 
 
 def extract_triple(text: str, max_chars: int = 200_000) -> str | None:
@@ -81,7 +86,7 @@ class R1CIProtocol:
         msgs = [m for m in msgs if m["role"] != "system"]
         for m in msgs:
             if m["role"] == "user":
-                m["content"] = _TAG.sub(r"<<<\1>>>", _TAGS_PHRASE.sub("the form <<<answer>>>", m["content"]))
+                m["content"] = _TAG.sub(_rewrite_tag, m["content"])  # one pass: replacements are not rescanned
         return [{"role": "system", "content": R1CI_SYSTEM}, *msgs]
 
     def score(self, problem: Problem, text: str) -> Score:
