@@ -350,3 +350,55 @@ def test_eval_suite_r1ci_smoke(tiny_model, tmp_path):
     assert all("<<<answer>>>" in e["messages"][0]["content"] for e in eps)
     r = CliRunner().invoke(app, ["eval", "--suite", "r1ci", "--task", "countdown"])
     assert r.exit_code != 0 and "not both" in r.output
+
+
+# ----------------------------------------------------------------------------- the RL engine's sampler
+
+
+def test_rl_curriculum_stages_and_per_task_metrics(tiny_model, tmp_path, monkeypatch):
+    """GRPO on a two-task suite with the potential curriculum: step 0 samples only the highest-Π group,
+    the stage is logged, per-task accuracy and reward appear in metrics; held-out tasks never enter."""
+    from reasonlab.episode import append_jsonl
+    from reasonlab.tasks.base import register
+    from reasonlab.tasks.suites import SUITES, SuiteTask
+    from reasonlab.train.rl.config import RLConfig
+    from reasonlab.train.rl.engine import RLTrainer, train_rl
+
+    monkeypatch.setitem(SUITES, "mini", {"description": "test", "tasks": lambda: ["bbh/navigate", "sym/letters",
+                                                                                   "bbh/web_of_lies"],
+                                         "test": ("bbh/web_of_lies",)})
+    register("suite:mini/train", "test suite")(lambda **kw: SuiteTask("mini", "train", **kw))
+    pool = SuiteTask("mini", "train").problems("train", 8, seed=0)
+    # p: the 2 navigate problems half solved (Π = 1), the rest never (Π = 0) → group 0 = 2 of the Π = 1 ones
+    eps = [Episode(task=p.task, problem_id=p.id, sample_index=j, messages=[],
+                   correct=(p.task == "bbh/navigate" and j == 0)) for p in pool for j in range(2)]
+    append_jsonl(tmp_path / "p.jsonl", eps)
+    top = {p.id for p in pool if p.task == "bbh/navigate"}
+    cfg = RLConfig.model_validate(dict(
+        model=tiny_model, task="suite:mini/train", steps=4, train_pool=8, tensorboard=False, out=str(tmp_path / "run"),
+        rollout={"prompts_per_step": 4, "n": 2, "max_new_tokens": 6}, eval_limit=2, eval_n=1,
+        curriculum={"kind": "potential", "episodes": [str(tmp_path / "p.jsonl")], "groups": 4}))
+    tr = RLTrainer(cfg)
+    assert tr.curriculum.stage_steps == 1 and len(tr.curriculum.groups) == 4
+    assert {p.id for p in tr.problems_for(0)} <= top and len(tr.curriculum.groups[0]) == 2
+    assert "bbh/web_of_lies" not in {p.task for p in tr.pool}
+    out = train_rl(cfg, show_progress=False)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["curriculum_stage"] for r in rows] == [0, 1, 2, 3]
+    assert not any(k.startswith("task/") for r in rows[:2] for k in r)  # stages 0-1: navigate only
+    mixed = [r for r in rows if "task/sym/letters/accuracy" in r]
+    assert mixed and all(f"task/{t}/{m}" in r for r in mixed for t in ("sym/letters", "bbh/navigate")
+                         for m in ("accuracy", "reward"))
+
+
+def test_collect_writes_capped_correct_sft_data(tmp_path):
+    from reasonlab.episode import append_jsonl, read_episodes
+    from reasonlab.experiments.collect import CollectConfig, write_sft_data
+
+    eps = [Episode(task=t, problem_id=f"{t}{i}", sample_index=0, messages=[{"role": "assistant", "content": "x"}],
+                   correct=i < 5) for t in ("sym/letters", "bbh/navigate") for i in range(8)]
+    append_jsonl(tmp_path / "c.jsonl", eps)
+    counts = write_sft_data(tmp_path / "c.jsonl", tmp_path / "sft.jsonl", CollectConfig(model="m", sft_cap_per_task=3))
+    got = read_episodes(tmp_path / "sft.jsonl")
+    assert counts["kept"] == 6 and len(got) == 6 and all(e.correct for e in got)
+    assert sorted({e.task for e in got}) == ["bbh/navigate", "sym/letters"]
