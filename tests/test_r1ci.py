@@ -192,7 +192,7 @@ def test_r1ci_protocol_prompt_answer_and_turn_reward():
     (p,) = t.problems("test", 1)
     msgs = t.messages(p, ["python"])
     assert "<<<answer>>>" in msgs[0]["content"] and "Code Execution Results:" in msgs[0]["content"]
-    assert "<answer>" not in msgs[-1]["content"] and "<<<" in msgs[-1]["content"]
+    assert "</answer>" not in msgs[-1]["content"] and "in the form <<<answer>>>, for example <<<(1 + 2) / 3>>>" in msgs[-1]["content"]
     sol = p.metadata["solution"]
     code_turn = "Let me compute.\n```python\nprint(1)\n```\n"
     s = t.score(p, f"{code_turn}So <<<{sol}>>>")

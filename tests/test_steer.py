@@ -32,7 +32,11 @@ def server(tmp_path_factory):
     yield proxy
     proxy.close()
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=60)
+    except Exception:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +50,14 @@ def sandbox():
 def test_steer_with_a_malformed_guide_reply(server, sandbox):
     task = get_task("sym/number_multiplication")
     (p,) = task.problems("test", 1)
-    guide = EndpointChat(server.base, "smollm2", max_tokens=24)
-    solver = EndpointChat(server.base, "smollm2", max_tokens=48)
+    guide = EndpointChat(server.base, "smollm2", max_tokens=16, timeout_s=900)
+    solver = EndpointChat(server.base, "smollm2", max_tokens=32, timeout_s=900)
     before = server.forwarded
     server.inject("malformed", 1)  # the guide's first reply: no <<<…>>> tag at all
-    e = steer_problem(task, p, guide, solver, sandbox, max_rounds=2)
-    assert e.stats["malformed_guide_replies"] >= 1
+    e = steer_problem(task, p, guide, solver, sandbox, max_rounds=1)
+    assert e.stats["malformed_guide_replies"] == 1
     assert e.messages[1] == {"role": "guide", "content": "I cannot count that."}
-    assert 1 <= e.stats["rounds"] <= 2 and e.stats["modes"][0] == "code"  # malformed → the current mode
+    assert e.stats["rounds"] == 1 and e.stats["modes"] == ["code"]  # malformed → guidance in the current mode
     assert any(m["role"] == "assistant" and m["content"] for m in e.messages)  # the real model answered
     assert server.forwarded - before >= 2  # solver and self-check calls reached the real server
     assert e.reward == (1.0 if e.correct else 0.0)  # scored by the task's own scorer
@@ -70,7 +74,7 @@ def test_steer_scripted_guide_returns_and_cli_resumes(server, sandbox, tmp_path)
         seen.append(msgs)
         return next(replies)
 
-    solver = EndpointChat(server.base, "smollm2", max_tokens=48)
+    solver = EndpointChat(server.base, "smollm2", max_tokens=32, timeout_s=900)
     e = steer_problem(task, p, guide, solver, sandbox, max_rounds=6)
     assert e.stats["finish_reason"] == "return" and e.stats["rounds"] == 2 and e.stats["modes"] == ["code"]
     feedback = seen[1][-1]["content"]  # what the guide read in round 2
@@ -80,7 +84,7 @@ def test_steer_scripted_guide_returns_and_cli_resumes(server, sandbox, tmp_path)
     out = tmp_path / "steer"
     args = ["steer", "--task", "sym/letters", "--guide-base-url", server.base, "--guide-model", "smollm2",
             "--solver-base-url", server.base, "--solver-model", "smollm2", "--limit", "1", "--rounds", "1",
-            "--max-tokens", "32", "--out", str(out)]
+            "--max-tokens", "16", "--timeout-s", "900", "--out", str(out)]
     r = CliRunner().invoke(app_(), args, env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())

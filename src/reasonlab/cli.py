@@ -553,6 +553,7 @@ def steer_cmd(
     split: str = typer.Option("test", help="train or test"),
     rounds: int = typer.Option(6, help="guide rounds: 1 (code or text) + up to 5 rounds of feedback"),
     max_tokens: int = typer.Option(512, help="tokens per model reply"),
+    timeout_s: float = typer.Option(300.0, help="seconds per endpoint request before a retry"),
     seed: int = typer.Option(0, help="problem seed"),
 ) -> None:
     """CodeSteer: a guide model steers a solver model between code and text, reading checkers' verdicts.
@@ -570,7 +571,8 @@ def steer_cmd(
         fail("give --task or --suite")
     key = os.environ.get("OPENAI_API_KEY", "none")
     try:
-        mk = lambda url, m: EndpointChat(url, m, api_key=key, max_tokens=max_tokens) if url else LocalChat(m, max_tokens=max_tokens)  # noqa: E731
+        mk = lambda url, m: (EndpointChat(url, m, api_key=key, max_tokens=max_tokens, timeout_s=timeout_s)  # noqa: E731
+                             if url else LocalChat(m, max_tokens=max_tokens))
         guide, solver = mk(guide_base_url, guide_model), mk(solver_base_url, solver_model)
         s = run_steer(name, out, guide=guide, solver=solver, limit=limit, split=split, seed=seed, max_rounds=rounds)
     except _user_errors() as e:

@@ -102,7 +102,7 @@ class EndpointChat:
     """A model behind an OpenAI-compatible endpoint, as a chat function."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str = "none", max_tokens: int = 512,
-                 temperature: float = 0.0, cache: str | Path | None = None, timeout_s: float = 120.0):
+                 temperature: float = 0.0, cache: str | Path | None = None, timeout_s: float = 300.0):
         from reasonlab.rollout.openai_client import OpenAIChat
 
         self.client = OpenAIChat(base_url, model, api_key=api_key, cache=cache, timeout_s=timeout_s, max_retries=3)
