@@ -149,7 +149,8 @@ class ProceduralTask:
     def check_answer(self, problem: Problem, answer: str) -> bool:
         try:
             return bool(self.spec.check(answer, problem.metadata["data"]))
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RecursionError):
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RecursionError,
+                OverflowError):
             return False
 
     def score(self, problem: Problem, text: str) -> Score:
