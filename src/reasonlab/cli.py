@@ -511,7 +511,7 @@ def tts_cmd(
 @app.command("teach")
 def teach_cmd(
     out: Path = typer.Option(..., help="Episode JSONL file to write"),
-    task: Optional[str] = typer.Option(None, help="a task with a solver program, e.g. sym/blocksworld"),
+    task: Optional[str] = typer.Option(None, help="a task with a solver program, e.g. sym/knapsack"),
     suite: Optional[str] = typer.Option(None, help="a suite's train tasks that have a solver program, e.g. r1ci"),
     limit: int = typer.Option(100, help="problems (spread over the tasks of a suite)"),
     split: str = typer.Option("train", help="train or test"),
