@@ -36,8 +36,8 @@ async def run_episode(
     params: dict[str, Any] | None = None,
 ) -> Episode:
     cfg = config or AgentConfig()
-    if getattr(task, "max_code_calls", None) is not None:  # a protocol's cap (R1-CI: 8)
-        cfg = replace(cfg, max_code_calls=min(cfg.max_code_calls, task.max_code_calls),
+    if getattr(task, "max_code_calls", None) is not None:  # a protocol's limits (R1-CI: 8 code calls)
+        cfg = replace(cfg, max_code_calls=task.max_code_calls, max_turns=max(cfg.max_turns, task.max_code_calls + 1),
                       output_style=getattr(task, "tool_output_style", cfg.output_style))
     tools = ["python"] if sandbox is not None else []
     messages = task.messages(problem, tools=tools or None)
