@@ -46,13 +46,34 @@ def _user_errors():
 @tasks_app.command("list")
 def tasks_list(
     filter: Optional[str] = typer.Argument(None, help="only names containing this text"),
+    suite: Optional[str] = typer.Option(None, help="only the tasks of a suite, e.g. r1ci, r1ci/train or r1ci/test"),
 ) -> None:
-    """List every task (countdown and each reasoning-gym dataset as gym/<name>).
+    """List every task (countdown, each reasoning-gym dataset as gym/<name>, the SymBench-style sym/<name> and
+    BBH-style bbh/<name> tasks, suites as suite:<name>), or the tasks of one suite with their split.
 
     Example: reasonlab tasks list gym/arc
+
+    Example: reasonlab tasks list --suite r1ci   (144 tasks: which are train and which held-out test tasks)
     """
     from reasonlab.tasks import list_tasks
 
+    if suite is not None:
+        from reasonlab.tasks.suites import parse_suite, suite_tasks
+
+        try:
+            name, part = parse_suite(suite, "all")
+            names = suite_tasks(name, part)
+            test = set(suite_tasks(name, "test"))
+        except _user_errors() as e:
+            fail(str(e).strip("'\""))
+        descs = list_tasks()
+        table = Table("task", "split", "description",
+                      title=f"suite {name} ({part}): {len(names)} tasks, {len(test & set(names))} held-out test tasks")
+        for t in names:
+            if filter is None or filter in t:
+                table.add_row(t, "test" if t in test else "train", descs.get(t, ""))
+        console.print(table)
+        return
     table = Table("task", "description", title="reasonlab tasks")
     for name, desc in list_tasks().items():
         if filter is None or filter in name:
@@ -253,6 +274,8 @@ def eval_cmd(
     compile: Optional[str] = typer.Option(None, help="decoding loop: auto, on (torch.compile) or off [default: auto]"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/eval-<task>-<model>]"),
     tools: Optional[str] = typer.Option(None, help="tools the model may call, e.g. python [default: none]"),
+    suite: Optional[str] = typer.Option(None, help="evaluate on a suite instead of --task: r1ci (its held-out test tasks), r1ci/train or r1ci/all; --limit problems spread evenly over its tasks"),
+    protocol: Optional[str] = typer.Option(None, help="prompt/answer style: answer (<answer> tags) or r1ci (<<<answer>>>, Code Execution Results) [default: answer]"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Evaluate a model on a task: sample n responses per problem, score, report (resumable).
@@ -262,11 +285,17 @@ def eval_cmd(
     Example: reasonlab eval --task countdown --model smollm2-135m --n 16 --limit 100
 
     With the code interpreter: reasonlab eval --task countdown --tools python --n 4 --limit 20
+
+    On the R1-CI suite's 37 held-out tasks, in its protocol: reasonlab eval --suite r1ci --protocol r1ci --tools python --limit 74
+
+    On a dataset file (BBH task file, question/answer JSONL, GSM8K, Parquet): reasonlab eval --task file:boolean_expressions.json --task-arg test_percent=100
     """
     from reasonlab.config import EvalConfig, load_config
     from reasonlab.experiments.evaluate import default_out, run_eval
 
+    task = _suite_task(suite, task, "test")
     overrides = {
+        "protocol": protocol,
         "task": task, "model": model, "n": n, "limit": limit, "split": split, "seed": seed,
         "sampling.temperature": temperature, "sampling.top_p": top_p, "sampling.top_k": top_k,
         "sampling.max_new_tokens": max_new_tokens, "dtype": dtype, "device": device,
@@ -287,6 +316,20 @@ def eval_cmd(
     _print_summary(summary, cfg.out or str(default_out(cfg)))
 
 
+def _suite_task(suite: Optional[str], task: Optional[str], default_part: str) -> Optional[str]:
+    """``--suite`` → the suite part's task name (``suite:r1ci/test``); it and ``--task`` exclude each other."""
+    if suite is None:
+        return task
+    if task is not None:
+        fail("give --task or --suite, not both")
+    from reasonlab.tasks.suites import suite_task_name
+
+    try:
+        return suite_task_name(suite, default_part)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+
+
 def _print_summary(s: dict, out: str) -> None:
     if not s.get("problems"):
         console.print("no complete problems yet")
@@ -302,6 +345,11 @@ def _print_summary(s: dict, out: str) -> None:
     if "generation" in s:
         table.add_row("generation tok/s", f"{s['generation']['tokens_per_s']:.0f}")
     console.print(table)
+    if s.get("per_task"):
+        pt = Table("task", "samples", "accuracy", "mean reward", title="per task")
+        for t, v in s["per_task"].items():
+            pt.add_row(t, str(v["samples"]), f"{v['accuracy']:.3f}", f"{v['mean_reward']:.3f}")
+        console.print(pt)
     console.print(f"run directory: [bold]{out}[/] (report.md, summary.json, pass_at_k.png, episodes/)")
 
 
@@ -320,6 +368,9 @@ def train_rl_cmd(
     algorithm: Optional[str] = typer.Option(None, help="override: ppo, grpo, dr_grpo or rloo"),
     steps: Optional[int] = typer.Option(None, help="override the number of RL steps"),
     stop_after: Optional[int] = typer.Option(None, help="stop after this many steps of this call (resume later)"),
+    suite: Optional[str] = typer.Option(None, help="train on a suite's train tasks instead of the config's task, e.g. r1ci (its held-out test tasks are refused)"),
+    protocol: Optional[str] = typer.Option(None, help="override: answer or r1ci"),
+    curriculum: Optional[str] = typer.Option(None, help="override the problem sampler: uniform or potential (needs curriculum.episodes)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Train a policy with on-policy RL on a task, with or without the code interpreter.
@@ -327,13 +378,18 @@ def train_rl_cmd(
     Each step samples problems, rolls out n responses each through the agent loop, scores them, computes advantages (GAE with a critic for PPO; group-relative for GRPO/RLOO) and runs clipped minibatch updates. Writes metrics.jsonl, TensorBoard logs, periodic eval and atomic HF-format checkpoints to the run directory; --resume continues exactly where a killed run stopped.
 
     Example: reasonlab train rl --config recipes/rl-toy-grpo-cpu.yaml
+
+    R1-CI curriculum on the r1ci suite (p estimated from an eval of the SFT model on the train split):
+    reasonlab train rl --config recipes/rl-r1ci-curriculum.yaml --suite r1ci
     """
     from reasonlab.config import load_config
     from reasonlab.train.rl.config import RLConfig
     from reasonlab.train.rl.engine import train_rl
 
     try:
-        cfg = load_config(RLConfig, config, {"out": out, "model": model, "algorithm": algorithm, "steps": steps})
+        cfg = load_config(RLConfig, config, {"out": out, "model": model, "algorithm": algorithm, "steps": steps,
+                                             "task": _suite_task(suite, None, "train"), "protocol": protocol,
+                                             "curriculum.kind": curriculum})
         run_dir = train_rl(cfg, resume=resume, show_progress=not quiet, stop_after=stop_after)
     except (*_user_errors(), FileExistsError) as e:
         fail(str(e).strip("'\""))
@@ -353,6 +409,8 @@ def train_sft_cmd(
     epochs: Optional[float] = typer.Option(None, help="passes over the data [default: 1]"),
     lr: Optional[float] = typer.Option(None, help="learning rate [default: 1e-5]"),
     only_correct: Optional[bool] = typer.Option(None, help="train only on correct episodes (rejection sampling)"),
+    cap_per_task: Optional[int] = typer.Option(None, help="at most this many episodes per task (R1-CI: 70)"),
+    suite: Optional[str] = typer.Option(None, help="keep only episodes of this suite's train tasks, e.g. r1ci"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Supervised fine-tuning on Episodes (TRL SFTTrainer), loss only on the policy's tokens.
@@ -360,12 +418,15 @@ def train_sft_cmd(
     Prompt and tool-output tokens are masked out, multi-turn conversations included. Re-running the same command resumes from the last checkpoint; the final model is written to OUT/final.
 
     Example: reasonlab train sft --model models/tiny --data traces.jsonl --out runs/sft-tiny --max-steps 200
+
+    R1-CI style (correct trajectories, at most 70 per task, only the suite's train tasks, 3 epochs):
+    reasonlab train sft --model M --data runs/collect/episodes/collect.jsonl --only-correct --cap-per-task 70 --suite r1ci --epochs 3
     """
     from reasonlab.config import load_config
     from reasonlab.train.sft import SFTSettings, train_sft
 
     overrides = {"model": model, "out": out, "max_steps": max_steps, "epochs": epochs, "lr": lr,
-                 "only_correct": only_correct, "data": data or None}
+                 "only_correct": only_correct, "data": data or None, "cap_per_task": cap_per_task, "suite": suite}
     try:
         cfg = load_config(SFTSettings, config, overrides)
         final = train_sft(cfg, show_progress=not quiet)
@@ -389,6 +450,9 @@ def collect_cmd(
     price_out: Optional[float] = typer.Option(None, help="cost per million completion tokens"),
     tools: Optional[str] = typer.Option(None, help="tools: python (default) or none"),
     out: Optional[str] = typer.Option(None, help="run directory"),
+    suite: Optional[str] = typer.Option(None, help="collect on a suite's train tasks instead of --task, e.g. r1ci"),
+    protocol: Optional[str] = typer.Option(None, help="prompt/answer style: answer or r1ci"),
+    sft_cap_per_task: Optional[int] = typer.Option(None, help="also write episodes/sft.jsonl: correct trajectories only, at most this many per task"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Collect multi-turn, tool-using trajectories from a model behind an API (or a local model).
@@ -396,11 +460,15 @@ def collect_cmd(
     n trajectories per problem through the agent loop with the code interpreter; concurrency limit, retries with backoff, rate-limit handling, token and cost accounting, a budget that stops the run, and resume without paying twice (every answer is cached in the run directory). Set the API key in OPENAI_API_KEY.
 
     Example: reasonlab collect --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct --task countdown --n 4 --limit 200
+
+    R1-CI SFT data (teacher trajectories on the suite's train tasks, rejection-sampled, at most 70 per task):
+    reasonlab collect --base-url URL --model gpt-4o --suite r1ci --protocol r1ci --n 4 --limit 2000 --sft-cap-per-task 70
     """
     from reasonlab.config import load_config
     from reasonlab.experiments.collect import CollectConfig, check_endpoint_config, run_collect
 
-    overrides = {"base_url": base_url, "model": model, "task": task, "n": n, "limit": limit, "split": split,
+    task = _suite_task(suite, task, "train")
+    overrides = {"protocol": protocol, "sft_cap_per_task": sft_cap_per_task, "base_url": base_url, "model": model, "task": task, "n": n, "limit": limit, "split": split,
                  "concurrency": concurrency, "budget": budget, "price_in": price_in, "price_out": price_out, "out": out}
     if tools is not None:
         overrides["tools"] = [] if tools == "none" else [t for t in tools.split(",") if t]
@@ -422,6 +490,8 @@ def collect_cmd(
         if k in u:
             table.add_row(k, f"{u[k]:.4f}" if isinstance(u[k], float) else str(u[k]))
     console.print(table)
+    if s.get("sft"):
+        console.print(f"SFT data: {s['sft']['kept']} correct trajectories (capped per task) → {s['sft']['path']}")
     if s.get("stopped_by_budget"):
         err.print("[yellow]budget reached[/]: raise --budget and run the same command to continue.")
 
@@ -496,6 +566,83 @@ def tts_cmd(
     table = Table("N", *names, "pass@N", title=f"selected accuracy ({out}/tts.png)")
     for i, n in enumerate(curves["Ns"]):
         table.add_row(str(n), *[f"{curves['accuracy'][k][i]:.3f}" for k in names], f"{curves['pass@N'][i]:.3f}")
+    console.print(table)
+
+
+@app.command("teach")
+def teach_cmd(
+    out: Path = typer.Option(..., help="Episode JSONL file to write"),
+    task: Optional[str] = typer.Option(None, help="a task with a solver program, e.g. sym/knapsack"),
+    suite: Optional[str] = typer.Option(None, help="a suite's train tasks that have a solver program, e.g. r1ci"),
+    limit: int = typer.Option(100, help="problems (spread over the tasks of a suite)"),
+    split: str = typer.Option("train", help="train or test"),
+    seed: int = typer.Option(0, help="problem seed"),
+    protocol: str = typer.Option("answer", help="answer (<answer>, ```output) or r1ci (<<<answer>>>, Code Execution Results)"),
+) -> None:
+    """Programmatic code teacher: multi-turn SFT episodes that write a solver program, run it in the sandbox and answer.
+
+    Only tasks with a solver program take part (the procedural sym/ and bbh/ tasks list theirs in docs/r1ci.md); every episode is scored by the task's own scorer and only correct ones are written. Train on them with `reasonlab train sft --data OUT`.
+
+    Example: reasonlab teach --suite r1ci --limit 500 --protocol r1ci --out runs/teach-r1ci.jsonl
+    """
+    from reasonlab.experiments.teach import run_teach
+
+    name = _suite_task(suite, task, "train")
+    if name is None:
+        fail("give --task or --suite")
+    try:
+        r = run_teach(name, out, limit=limit, split=split, seed=seed, protocol=protocol)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    table = Table("task", "episodes", title=f"code-teacher episodes → {r['out']}")
+    for t, k in sorted(r["per_task"].items()):
+        table.add_row(t, str(k))
+    console.print(table)
+    console.print(f"kept {r['kept']} of {r['problems']} problems (incorrect: {r['incorrect']}, no solver: {r['no_solver']})")
+
+
+@app.command("steer")
+def steer_cmd(
+    out: str = typer.Option(..., help="run directory (episodes/steer.jsonl, summary.json); re-running resumes"),
+    task: Optional[str] = typer.Option(None, help="task, e.g. sym/blocksworld"),
+    suite: Optional[str] = typer.Option(None, help="a suite part instead of --task, e.g. r1ci (its test tasks)"),
+    guide_model: str = typer.Option(..., help="guide: served model name, or a local model without --guide-base-url"),
+    guide_base_url: Optional[str] = typer.Option(None, help="guide's OpenAI-compatible endpoint (unset: local)"),
+    solver_model: str = typer.Option(..., help="solver: served model name, or a local model without --solver-base-url"),
+    solver_base_url: Optional[str] = typer.Option(None, help="solver's OpenAI-compatible endpoint (unset: local)"),
+    limit: int = typer.Option(20, help="problems"),
+    split: str = typer.Option("test", help="train or test"),
+    rounds: int = typer.Option(6, help="guide rounds: 1 (code or text) + up to 5 rounds of feedback"),
+    max_tokens: int = typer.Option(512, help="tokens per model reply"),
+    timeout_s: float = typer.Option(300.0, help="seconds per endpoint request before a retry"),
+    seed: int = typer.Option(0, help="problem seed"),
+) -> None:
+    """CodeSteer: a guide model steers a solver model between code and text, reading checkers' verdicts.
+
+    Round 1: the guide chooses <<<Code>>> or <<<Text>>> and gives guidance; the solver answers (its code runs in the sandbox). Later rounds: the guide reads the answer, the code output, a symbolic checker's verdict (how much real computation the code does) and a self-answer checker's verdict (a program the solver writes to check its answer) and returns the answer, stops, or gives new guidance. Set API keys in OPENAI_API_KEY.
+
+    Example: reasonlab steer --task sym/blocksworld --guide-model smollm2-135m --solver-base-url http://127.0.0.1:8000/v1 --solver-model gpt-4o --limit 20 --out runs/steer
+    """
+    import os
+
+    from reasonlab.experiments.steer import EndpointChat, LocalChat, run_steer
+
+    name = _suite_task(suite, task, "test")
+    if name is None:
+        fail("give --task or --suite")
+    key = os.environ.get("OPENAI_API_KEY", "none")
+    try:
+        mk = lambda url, m: (EndpointChat(url, m, api_key=key, max_tokens=max_tokens, timeout_s=timeout_s)  # noqa: E731
+                             if url else LocalChat(m, max_tokens=max_tokens))
+        guide, solver = mk(guide_base_url, guide_model), mk(solver_base_url, solver_model)
+        s = run_steer(name, out, guide=guide, solver=solver, limit=limit, split=split, seed=seed, max_rounds=rounds)
+    except _user_errors() as e:
+        fail(str(e).strip("'\""))
+    table = Table("metric", "value", title=f"CodeSteer · {name} → {out}")
+    for k in ("problems", "accuracy", "mean_rounds", "first_mode_code_rate", "malformed_guide_replies"):
+        v = s.get(k)
+        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    table.add_row("finish reasons", str(s.get("finish_reasons")))
     console.print(table)
 
 

@@ -63,6 +63,9 @@ class EvalConfig(Strict):
     out: str | None = Field(None, description="run directory (default runs/eval-<task>-<model>)")
     tools: list[Literal["python"]] = Field(default_factory=list, description="tools the model may call")
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    protocol: Literal["answer", "r1ci"] = Field(
+        "answer", description="prompt/answer style: the task's own <answer> tags, or R1-Code-Interpreter's "
+        "(<<<answer>>>, 'Code Execution Results:', at most 8 code calls, turn-format reward)")
 
 
 def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -99,12 +99,23 @@ def summarize(episodes: Sequence[Episode], ks: Sequence[int] | None = None) -> d
     }
     if any("code_calls" in e.stats for e in flat):
         out["tools"] = tool_metrics(flat)
+    if len({e.task for e in flat}) > 1:
+        out["per_task"] = per_task(flat)
     for k in ks:
         out["pass@k"][str(k)] = sum(pass_at_k(n, sum(e.correct for e in g), k) for g in full.values()) / len(full)
         out["maj@k"][str(k)] = sum(
             maj_at_k([e.answer for e in g], [e.correct for e in g], k) for g in full.values()
         ) / len(full)
     return out
+
+
+def per_task(episodes: Sequence[Episode]) -> dict:
+    """Accuracy, mean reward and sample count of each task (for suites and curricula)."""
+    by: dict[str, list[Episode]] = {}
+    for e in episodes:
+        by.setdefault(e.task, []).append(e)
+    return {t: {"accuracy": sum(e.correct for e in es) / len(es), "mean_reward": sum(e.reward for e in es) / len(es),
+                "samples": len(es)} for t, es in sorted(by.items())}
 
 
 def tool_metrics(episodes: Sequence[Episode]) -> dict:

@@ -44,6 +44,10 @@ class CollectConfig(Strict):
     tools: list[Literal["python"]] = Field(default_factory=lambda: ["python"])
     agent: AgentSettings = Field(default_factory=AgentSettings)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=1024))
+    protocol: Literal["answer", "r1ci"] = Field("answer", description="prompt/answer style (see EvalConfig.protocol)")
+    sft_cap_per_task: int | None = Field(
+        None, ge=1, description="also write episodes/sft.jsonl: the correct trajectories (rejection sampling), "
+        "at most this many per task (R1-CI: 70)")
     out: str | None = None
 
 
@@ -71,10 +75,14 @@ def run_collect(cfg: CollectConfig, *, show_progress: bool = True) -> dict[str, 
         from reasonlab.experiments.evaluate import run_eval
 
         ev = EvalConfig(task=cfg.task, task_args=cfg.task_args, model=cfg.model, split=cfg.split, limit=cfg.limit,
-                        n=cfg.n, seed=cfg.seed, sampling=cfg.sampling, tools=cfg.tools, agent=cfg.agent, out=str(out))
-        return run_eval(ev, show_progress=show_progress)
+                        n=cfg.n, seed=cfg.seed, sampling=cfg.sampling, tools=cfg.tools, agent=cfg.agent, out=str(out),
+                        protocol=cfg.protocol)
+        summary = run_eval(ev, show_progress=show_progress)
+        if cfg.sft_cap_per_task is not None:
+            summary["sft"] = write_sft_data(out / "episodes" / "eval.jsonl", out / "episodes" / "sft.jsonl", cfg)
+        return summary
 
-    task = get_task(cfg.task, **cfg.task_args)
+    task = get_task(cfg.task, protocol=cfg.protocol, **cfg.task_args)
     problems = task.problems(cfg.split, cfg.limit, seed=cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
@@ -126,8 +134,24 @@ def run_collect(cfg: CollectConfig, *, show_progress: bool = True) -> dict[str, 
     summary = summarize(eps) if eps else {"problems": 0}
     summary.update({"usage": usage, "complete_problems": len(complete & wanted), "asked_problems": len(problems),
                     "stopped_by_budget": stopped_by_budget, "run_dir": str(out)})
+    if cfg.sft_cap_per_task is not None:
+        summary["sft"] = write_sft_data(ep_path, out / "episodes" / "sft.jsonl", cfg, keep=eps)
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def write_sft_data(src: Path, dst: Path, cfg: CollectConfig, keep: list | None = None) -> dict[str, int]:
+    """SFT data from collected trajectories: correct ones only, at most ``sft_cap_per_task`` per task."""
+    from reasonlab.train.sft import select_episodes
+
+    eps = keep if keep is not None else (read_episodes(src) if src.exists() else [])
+    chosen, counts = select_episodes(eps, only_correct=True, cap_per_task=cfg.sft_cap_per_task, seed=cfg.seed)
+    tmp = dst.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    append_jsonl(tmp, chosen)
+    os.replace(tmp, dst)
+    counts["path"] = str(dst)
+    return counts
 
 
 def check_endpoint_config(cfg: CollectConfig) -> None:

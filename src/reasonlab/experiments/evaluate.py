@@ -30,7 +30,7 @@ from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
 
 # Fields that must not change when resuming into an existing run directory.
-RESUME_KEYS = ("task", "task_args", "model", "split", "n", "seed", "sampling", "tools")
+RESUME_KEYS = ("task", "task_args", "model", "split", "n", "seed", "sampling", "tools", "protocol")
 
 
 def slug(s: str) -> str:
@@ -38,7 +38,7 @@ def slug(s: str) -> str:
 
 
 def default_out(cfg: EvalConfig) -> Path:
-    return Path("runs") / f"eval-{slug(cfg.task)}-{slug(Path(cfg.model).name or cfg.model)}"
+    return Path("runs") / f"eval-{slug(cfg.task.replace(':', '-'))}-{slug(Path(cfg.model).name or cfg.model)}"
 
 
 def check_resume(out: Path, cfg: EvalConfig) -> None:
@@ -70,7 +70,7 @@ def run_eval(cfg: EvalConfig, *, show_progress: bool = True, backend: Any = None
     """Evaluate ``cfg.model`` on ``cfg.task``; returns the summary (also written to disk)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    task = get_task(cfg.task, **cfg.task_args)  # bad task names fail before anything is written
+    task = get_task(cfg.task, protocol=cfg.protocol, **cfg.task_args)  # bad names fail before anything is written
     problems = task.problems(cfg.split, cfg.limit, seed=cfg.seed)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     check_resume(out, cfg)

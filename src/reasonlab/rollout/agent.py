@@ -18,7 +18,7 @@ The reward is computed on the assistant's text only: text printed by code cannot
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from reasonlab.episode import Episode, Problem
@@ -39,6 +39,7 @@ class AgentConfig:
     max_code_calls: int = 4
     max_total_tokens: int = 1024  # generated + tool-output tokens after the prompt
     max_output_chars: int = 1024  # interpreter output shown to the model (head and tail kept)
+    output_style: str = "fence"  # "fence": ```output block; "r1ci": "Code Execution Results: ..."
 
 
 @dataclass
@@ -82,8 +83,9 @@ def extract_code(segment: str) -> str | None:
     return body[start + len(CODE_OPEN):].lstrip("\n").rstrip() + "\n"
 
 
-def format_output(result: Any, max_chars: int) -> str:
-    """Interpreter result → the ```output block shown to the model (truncated: head + tail)."""
+def format_output(result: Any, max_chars: int, style: str = "fence") -> str:
+    """Interpreter result → the ```output block shown to the model (truncated: head + tail);
+    ``style="r1ci"``: R1-Code-Interpreter's ``Code Execution Results:`` block instead."""
     text = (result.stdout or "") + (result.stderr or "")
     if result.timed_out:
         text += f"\n[timed out after {getattr(result, 'duration_s', 0):.1f}s]"
@@ -92,6 +94,8 @@ def format_output(result: Any, max_chars: int) -> str:
     if len(text) > max_chars:
         half = max_chars // 2
         text = text[:half] + f"\n...[{len(text) - max_chars} characters cut]...\n" + text[-half:]
+    if style == "r1ci":
+        return f"Code Execution Results: {text.rstrip()}\n"
     return f"```output\n{text.rstrip()}\n```\n"
 
 
@@ -108,6 +112,9 @@ def run_agent(
 ) -> list[list[Episode]]:
     """``params.n`` episodes per problem. Without ``sandbox`` or tools, a single-turn rollout."""
     cfg = config or AgentConfig()
+    if getattr(task, "max_code_calls", None) is not None:  # a protocol's limits (R1-CI: 8 code calls)
+        cfg = replace(cfg, max_code_calls=task.max_code_calls, max_turns=max(cfg.max_turns, task.max_code_calls + 1),
+                      output_style=getattr(task, "tool_output_style", cfg.output_style))
     tools = list(tools or [])
     use_code = "python" in tools and sandbox is not None
     tok = backend.tokenizer
@@ -209,7 +216,7 @@ def _execute(sandbox: Any, states: list[_State], cfg: AgentConfig, backend: Any)
         s.stats["code_calls"] += 1
         s.stats["code_errors"] += int(r.exit_code != 0 or r.timed_out)
         s.stats["code_timeouts"] += int(r.timed_out)
-        block = format_output(r, cfg.max_output_chars)
+        block = format_output(r, cfg.max_output_chars, cfg.output_style)
         ids = tok(block, add_special_tokens=False)["input_ids"]
         ids = ids[: max(0, cfg.max_total_tokens - s.used)]
         s.flush_assistant()

@@ -14,9 +14,11 @@ trained model's tokenizer (:func:`reasonlab.train.sft.tokenize_episode`).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any, Callable
 
 from reasonlab.episode import Episode, Problem
+
 from reasonlab.rollout.agent import AgentConfig, extract_code, format_output
 from reasonlab.rollout.openai_client import BudgetExceeded, OpenAIChat, RequestFailed
 
@@ -34,6 +36,9 @@ async def run_episode(
     params: dict[str, Any] | None = None,
 ) -> Episode:
     cfg = config or AgentConfig()
+    if getattr(task, "max_code_calls", None) is not None:  # a protocol's limits (R1-CI: 8 code calls)
+        cfg = replace(cfg, max_code_calls=task.max_code_calls, max_turns=max(cfg.max_turns, task.max_code_calls + 1),
+                      output_style=getattr(task, "tool_output_style", cfg.output_style))
     tools = ["python"] if sandbox is not None else []
     messages = task.messages(problem, tools=tools or None)
     convo = [dict(m) for m in messages]  # what the API sees (tool output as user turns)
@@ -83,7 +88,7 @@ async def run_episode(
             stats["code_calls"] += 1
             stats["code_errors"] += int(r.exit_code != 0 or r.timed_out)
             stats["code_timeouts"] += int(r.timed_out)
-            block = format_output(r, cfg.max_output_chars)
+            block = format_output(r, cfg.max_output_chars, cfg.output_style)
             convo.append({"role": "user", "content": block})
             record.append({"role": "tool", "content": block})
     finally:

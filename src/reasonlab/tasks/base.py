@@ -96,7 +96,21 @@ def list_tasks() -> dict[str, str]:
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """Instantiate a registered task; unknown names get suggestions."""
+    """Instantiate a registered task; unknown names get suggestions. ``file:PATH`` and ``hf:NAME``
+    import an exact-answer dataset (:mod:`reasonlab.tasks.fileimport`); a ``protocol`` keyword
+    (``answer`` or ``r1ci``) selects the prompt/answer style (:mod:`reasonlab.tasks.protocol`)."""
+    protocol = kwargs.pop("protocol", "answer")
+    if protocol != "answer":
+        from reasonlab.tasks.protocol import wrap_protocol
+
+        return wrap_protocol(get_task(name, **kwargs), protocol)
+    if name.startswith(("file:", "hf:")):
+        from reasonlab.tasks.fileimport import FileTask
+
+        try:
+            return FileTask(name, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"bad arguments for task {name!r}: {e}") from None
     if name not in _REGISTRY:
         _load_lazy()
     if name not in _REGISTRY:

@@ -35,6 +35,9 @@ class SFTSettings(Strict):
     data: list[str] = Field(..., description="Episode JSONL files")
     out: str = Field("runs/sft", description="run directory")
     only_correct: bool = Field(False, description="keep only episodes with correct = true (rejection sampling)")
+    cap_per_task: int | None = Field(None, ge=1, description="keep at most this many episodes per task (R1-CI: 70)")
+    suite: str | None = Field(None, description="keep only episodes of this suite's train tasks, e.g. r1ci; "
+                              "its held-out test tasks never reach training")
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="overrides epochs when > 0")
     lr: float = Field(1e-5, gt=0)
@@ -93,16 +96,79 @@ def episodes_to_dataset(episodes: list[Episode], tokenizer: Any, max_length: int
     return Dataset.from_dict(rows)
 
 
+def select_episodes(eps: list[Episode], *, only_correct: bool = False, cap_per_task: int | None = None,
+                    suite: str | None = None, seed: int = 0) -> tuple[list[Episode], dict[str, int]]:
+    """Rejection sampling and per-task caps for SFT data, and a suite's task-level split.
+
+    With ``suite``, episodes of tasks outside the suite's *train* tasks are dropped (and counted),
+    so a held-out test task never reaches training. Without it, data that mixes a suite's train
+    tasks with its held-out test tasks gets a warning (the same tasks may be trained on outside
+    the suite's protocol, so it is not refused).
+    The cap keeps, per task, the first ``cap_per_task`` episodes of a seeded shuffle (spread over
+    problems rather than the first problem's samples).
+    """
+    import random
+
+    from reasonlab.tasks.base import stable_hash
+    from reasonlab.tasks.suites import parse_suite, suite_tasks
+
+    counts = {"read": len(eps), "not_in_suite_train": 0, "incorrect": 0, "over_cap": 0}
+    if suite is not None:
+        name, _ = parse_suite(suite, "train")
+        train = set(suite_tasks(name, "train"))
+        keep = [e for e in eps if e.task in train]
+        counts["not_in_suite_train"] = len(eps) - len(keep)
+        eps = keep
+    mixed = _suite_members_seen(eps)
+    if mixed:
+        log.warning("SFT data holds held-out test tasks of a suite (%s) next to its train tasks; pass suite=NAME "
+                    "(--suite) to drop them", ", ".join(sorted(mixed)[:5]))
+    if only_correct:
+        keep = [e for e in eps if e.correct]
+        counts["incorrect"] = len(eps) - len(keep)
+        eps = keep
+    if cap_per_task is not None:
+        order = list(range(len(eps)))
+        random.Random(stable_hash("sft-cap", seed)).shuffle(order)
+        taken: dict[str, int] = {}
+        chosen = []
+        for i in order:
+            t = eps[i].task
+            if taken.get(t, 0) < cap_per_task:
+                taken[t] = taken.get(t, 0) + 1
+                chosen.append(i)
+        counts["over_cap"] = len(eps) - len(chosen)
+        eps = [eps[i] for i in sorted(chosen)]
+    counts["kept"] = len(eps)
+    return eps, counts
+
+
+def _suite_members_seen(eps: list[Episode]) -> list[str]:
+    """Tasks of the data that a suite holds out, when the data also has that suite's train tasks."""
+    from reasonlab.tasks.suites import SUITES, suite_tasks
+
+    tasks = {e.task for e in eps}
+    out = []
+    for name, s in SUITES.items():
+        if tasks & set(suite_tasks(name, "train")):
+            out += [t for t in s["test"] if t in tasks]
+    return out
+
+
 def load_training_episodes(cfg: SFTSettings) -> list[Episode]:
     eps: list[Episode] = []
     for path in cfg.data:
         if not Path(path).exists():
             raise FileNotFoundError(f"data file {path} does not exist")
         eps += read_episodes(path)
-    if cfg.only_correct:
-        eps = [e for e in eps if e.correct]
+    eps, counts = select_episodes(eps, only_correct=cfg.only_correct, cap_per_task=cfg.cap_per_task,
+                                  suite=cfg.suite, seed=cfg.seed)
+    if counts["kept"] < counts["read"]:
+        log.warning("SFT data: kept %d of %d episodes (%s)", counts["kept"], counts["read"],
+                    ", ".join(f"{k}: {v}" for k, v in counts.items() if k not in ("read", "kept") and v))
     if not eps:
-        raise ValueError(f"no episodes to train on in {cfg.data}" + (" (only_correct=true)" if cfg.only_correct else ""))
+        raise ValueError(f"no episodes to train on in {cfg.data}" + (" (only_correct=true)" if cfg.only_correct else "")
+                         + (f" (suite={cfg.suite}: only its train tasks)" if cfg.suite else ""))
     return eps
 
 

@@ -53,10 +53,25 @@ class LossSettings(Strict):
     whiten_advantages: bool = True
 
 
+class CurriculumSettings(Strict):
+    """Problem sampling. ``uniform``: epoch-wise shuffles of the train pool (the ablation).
+    ``potential``: R1-Code-Interpreter's curriculum — improvement potential Π = 4·p·(1−p) per problem from
+    offline success rates p (Episodes of the starting model on the train pool, e.g. an eval run with
+    ``--split train``), problems in ``groups`` equal groups by Π, stage s trains on groups 0..s (highest Π
+    first), each stage ``stage_steps`` steps (default: steps / groups); the last stage runs to the end."""
+
+    kind: Literal["uniform", "potential"] = "uniform"
+    episodes: list[str] = Field(default_factory=list, description="Episode JSONL files giving p per problem")
+    groups: int = Field(4, ge=1)
+    stage_steps: int | None = Field(None, ge=1)
+
+
 class RLConfig(Strict):
     model: str = Field(..., description="policy to start from: name, HF folder or hub name")
     task: str = "countdown"
     task_args: dict[str, Any] = Field(default_factory=dict)
+    protocol: Literal["answer", "r1ci"] = Field("answer", description="prompt/answer style (see EvalConfig.protocol)")
+    curriculum: CurriculumSettings = Field(default_factory=CurriculumSettings)
     algorithm: Literal["ppo", "grpo", "dr_grpo", "rloo"] = "grpo"
     critic: Literal["head", "model"] = Field("model", description="PPO value function: separate model or a head on the policy")
     steps: int = Field(100, ge=1)

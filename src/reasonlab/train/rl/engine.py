@@ -33,17 +33,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from reasonlab.analysis.metrics import summarize
+from reasonlab.analysis.metrics import per_task, summarize
 from reasonlab.config import dump_yaml
-from reasonlab.episode import Episode, append_jsonl
+from reasonlab.episode import Episode, append_jsonl, read_episodes
 from reasonlab.rollout.agent import AgentConfig, run_agent
 from reasonlab.rollout.base import SamplingParams
 from reasonlab.rollout.hf import accepts_logits_to_keep
 from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
+from reasonlab.tasks.suites import SuiteTask, check_trainable
 from reasonlab.train.rl import advantages as A
 from reasonlab.train.rl import losses as L
 from reasonlab.train.rl.config import RLConfig
+from reasonlab.train.rl.curriculum import Curriculum, success_rates
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,9 @@ class RLTrainer:
         self.cfg = cfg
         self.out = Path(out or cfg.out or f"runs/rl-{cfg.algorithm}-{cfg.task.replace('/', '-')}")
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.task = get_task(cfg.task, **cfg.task_args)
+        self.task = get_task(cfg.task, protocol=cfg.protocol, **cfg.task_args)
+        if isinstance(getattr(self.task, "inner", self.task), SuiteTask):  # a suite's held-out tasks never train
+            check_trainable(self.task.members, f"RL training on {cfg.task}")
         path = resolve_model(cfg.model)
         torch.manual_seed(cfg.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -235,6 +239,13 @@ class RLTrainer:
             self.backend = HFBackend(self.sampler if self.sampler is not None else self.policy, self.tokenizer,
                                      device=self.device, batch_size=cfg.rollout.batch_size, compile=cfg.rollout.compile)
         self.pool = self.task.problems("train", cfg.train_pool, seed=cfg.seed)
+        cur = cfg.curriculum
+        rates = None
+        if cur.kind == "potential":
+            eps = [e for path in cur.episodes for e in read_episodes(path)]
+            rates = success_rates(eps)
+        self.curriculum = Curriculum(self.pool, seed=cfg.seed, steps=cfg.steps, kind=cur.kind, rates=rates,
+                                     groups=cur.groups, stage_steps=cur.stage_steps)
         self.eval_problems = self.task.problems("test", cfg.eval_limit, seed=cfg.seed)[rank():: world()]
         self.sandbox = None
         if cfg.rollout.tools:
@@ -261,14 +272,8 @@ class RLTrainer:
         return AgentConfig(a.max_turns, a.max_code_calls, a.max_total_tokens, a.max_output_chars)
 
     def problems_for(self, step: int) -> list:
-        """Data position is a function of the step: epoch-wise shuffles of the train pool."""
-        P, pool = self.cfg.rollout.prompts_per_step, self.pool
-        out = []
-        for k in range(step * P, (step + 1) * P):
-            epoch, i = divmod(k, len(pool))
-            order = list(range(len(pool)))
-            random.Random(stable_hash(self.cfg.seed, "epoch", epoch)).shuffle(order)
-            out.append(pool[order[i]])
+        """Data position is a function of the step: the curriculum's (or uniform) epoch-wise shuffles."""
+        out = self.curriculum.problems_for(step, self.cfg.rollout.prompts_per_step)
         return out[rank():: world()]  # with several processes each rollouts its share of whole groups
 
     def forward_logp(self, model: nn.Module, b: dict, idx: torch.Tensor, *, hidden: bool = False,
@@ -460,6 +465,12 @@ class RLTrainer:
         }
         if cfg.rollout.tools:
             row["code_calls"] = mean(e.stats.get("code_calls", 0) for e in episodes)
+        if cfg.curriculum.kind != "uniform":
+            row["curriculum_stage"] = self.curriculum.stage(step)
+        if len({e.task for e in episodes}) > 1:  # per-task accuracy and reward (this rank's rollouts)
+            for t, v in per_task(episodes).items():
+                row[f"task/{t}/accuracy"] = v["accuracy"]
+                row[f"task/{t}/reward"] = v["mean_reward"]
         for k, v_ in stats.items():
             row[k] = dist_sum(sum(v_) / len(v_)) / world()
         return row
@@ -510,6 +521,9 @@ class RLTrainer:
                "eval/response_length": s["mean_generated_tokens"]}
         for k, v in s["pass@k"].items():
             row[f"eval/pass@{k}"] = v
+        for t, v in s.get("per_task", {}).items():
+            row[f"eval/task/{t}/accuracy"] = v["accuracy"]
+            row[f"eval/task/{t}/reward"] = v["mean_reward"]
         if self.cfg.eval_behaviors:
             from reasonlab.analysis.behaviors import BEHAVIORS, count_behaviors_local
 
