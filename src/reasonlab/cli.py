@@ -37,7 +37,7 @@ def _user_errors():
     from reasonlab.config import ConfigError
     from reasonlab.episode import JSONLError
 
-    return (ConfigError, JSONLError, KeyError, ValueError, FileNotFoundError, ImportError)
+    return (ConfigError, JSONLError, KeyError, ValueError, FileNotFoundError, ImportError, MemoryError)
 
 
 # ----------------------------------------------------------------------------- tasks

@@ -196,6 +196,12 @@ class RLTrainer:
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.task = get_task(cfg.task, **cfg.task_args)
         path = resolve_model(cfg.model)
+        from transformers import AutoConfig
+
+        from reasonlab.train.memory import check_rl_memory
+
+        # fail in a second with advice rather than after an hour with an out-of-memory error
+        self.memory = check_rl_memory(cfg, AutoConfig.from_pretrained(path), self.device)
         torch.manual_seed(cfg.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
