@@ -116,10 +116,12 @@ class PythonSandboxTool(BaseTool):
     def open_sessions(self) -> int:
         return len(self._sessions)
 
-    def _reap(self, now: float) -> None:
-        stale = [k for k, (_, t) in self._sessions.items() if now - t > self.idle_timeout_s]
-        while len(self._sessions) - len(stale) >= self.max_sessions:
-            stale.append(next(k for k in self._sessions if k not in stale))
+    def _reap(self, now: float, keep: str) -> None:
+        """Close sessions idle too long, then the least recently used ones beyond max_sessions (never ``keep``)."""
+        stale = [k for k, (_, t) in self._sessions.items() if k != keep and now - t > self.idle_timeout_s]
+        live = [k for k in self._sessions if k != keep and k not in stale]  # oldest first
+        while live and len(live) + 1 > self.max_sessions:
+            stale.append(live.pop(0))
         for k in stale:
             session, _ = self._sessions.pop(k)
             session.close()
@@ -127,7 +129,7 @@ class PythonSandboxTool(BaseTool):
     def _session(self, key: str):
         with self._lock:
             now = time.monotonic()
-            self._reap(now)
+            self._reap(now, key)
             session = self._sessions.pop(key, (None, 0.0))[0] or self.sandbox.session()
             self._sessions[key] = (session, now)
             return session
