@@ -16,7 +16,8 @@ The 34·H per token per layer is Korthikanti et al. (2022)'s count for a transfo
 recomputation (attention scores excluded: SDPA does not keep them). Models: the policy; a reference
 model (weights only) when the KL coefficient is > 0; a critic (a full model with its own optimizer)
 for PPO with ``critic: model``. FSDP/ZeRO-3 over N devices divides weights, gradients and optimizer by
-N; LoRA trains only adapters, so gradients and optimizer shrink to the adapter's size.
+N (verl's FSDP workers, ``--engine verl``; reasonlab's own engine replicates the model per process,
+and does not support LoRA yet); LoRA trains only adapters, so gradients and optimizer shrink to the adapter's size.
 
 This is an estimate, typically within ~20 % of the peak; it exists so that a run that cannot fit
 fails in a second with advice instead of after an hour with an out-of-memory error.
@@ -138,11 +139,13 @@ def advice(e: MemoryEstimate, shape: ModelShape, **kw: Any) -> str:
     if e.fits:
         return "fits"
     tips = []
-    for name, change in (("micro_batch_size=1", {"micro_batch_size": 1}),
-                         ("LoRA (rank 16)", {"lora_params": max(1, shape.params // 200)}),
-                         ("critic: head (no separate critic model)", {"critic": "head"}),
-                         ("FSDP over 2 GPUs", {"shards": 2}), ("FSDP over 4 GPUs", {"shards": 4}),
-                         ("FSDP over 8 GPUs", {"shards": 8})):
+    lora = {"lora_params": max(1, shape.params // 200)}
+    trials = [("micro_batch_size=1", {"micro_batch_size": 1}), ("LoRA (rank ~16)", lora),
+              ("micro_batch_size=1 + LoRA", {"micro_batch_size": 1, **lora})]
+    trials += [(f"micro_batch_size=1 + FSDP over {n} GPUs (--engine verl)", {"micro_batch_size": 1, "shards": n}) for n in (2, 4, 8)]
+    trials += [(f"micro_batch_size=1 + LoRA + FSDP over {n} GPUs (--engine verl)", {"micro_batch_size": 1, "shards": n, **lora})
+               for n in (2, 4, 8)]
+    for name, change in trials:
         trial = estimate_rl_memory(shape, **{**kw, **change})
         if trial.fits:
             tips.append(f"{name} (≈ {trial.total / GiB:.1f} GiB)")
