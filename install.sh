@@ -40,4 +40,22 @@ if ! command -v bwrap >/dev/null 2>&1; then
     echo "[install] note: bubblewrap (bwrap) not found; install it for the sandbox's strongest isolation"
   fi
 fi
+# verl 0.9.1 (optional; CI runs it): its tests/test_verl_compat.py checks reasonlab's data, reward,
+# tool and configs with verl's own code on a CPU. verl pins transformers<5.11 while reasonlab uses
+# 5.24, so verl goes in with --no-deps plus what its imports need, with torch/transformers/numpy held
+# by a constraints file. ~40 s and ~300 MB (mostly Ray) here. If it fails, those tests skip and say why.
+# REASONLAB_VERL=0 skips this step.
+if [ "${REASONLAB_VERL:-1}" != 0 ] && ! "$PY" -c "import verl.experimental.agent_loop.tool_agent_loop" 2>/dev/null; then
+  echo "[install] verl 0.9.1 (--no-deps) and the packages its imports need (optional)"
+  constraints=$(mktemp)
+  "$PY" -m pip freeze 2>/dev/null | grep -iE '^(torch|transformers|numpy)==' > "$constraints" || true
+  if pip_install -c "$constraints" ray hydra-core omegaconf codetiming "tensordict>=0.8" cachetools aiohttp dill \
+       pylatexenc pybind11 && pip_install --no-deps "verl==0.9.1"; then
+    "$PY" -c "import verl.experimental.agent_loop.tool_agent_loop" 2>/dev/null \
+      || echo "[install] warning: verl installed but does not import; tests/test_verl_compat.py will skip"
+  else
+    echo "[install] warning: verl could not be installed; tests/test_verl_compat.py will skip"
+  fi
+  rm -f "$constraints"
+fi
 echo "[install] done: $("$PY" -c 'import reasonlab, torch; print("reasonlab", reasonlab.__version__, "· torch", torch.__version__)')"

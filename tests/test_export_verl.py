@@ -157,9 +157,45 @@ def test_unsupported_tasks_are_refused(tmp_path):
         export_verl("humaneval", tmp_path, n_train=1, n_test=1)
     with pytest.raises(KeyError, match="unknown task"):
         export_verl("gym/no_such_dataset", tmp_path, n_train=1, n_test=1)
-    with pytest.raises(ValueError, match="not written by"):
-        compute_score("openai/gsm8k", "#### 3", "3")
     assert not list(tmp_path.iterdir())
+
+
+def test_unknown_data_source_scores_zero_and_says_which_are_known(caplog):
+    import logging
+
+    with caplog.at_level(logging.ERROR, logger="reasonlab.export.verl"):
+        assert compute_score("openai/gsm8k", "#### 3", "3") == 0.0
+        assert compute_score("reasonlab/humaneval", "x", "{}") == 0.0
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 2 and "'openai/gsm8k' is unknown" in msgs[0] and "'countdown'" in msgs[0]
+    assert "sandbox" in msgs[1] and "gym/<dataset>" in msgs[1]
+    compute_score("openai/gsm8k", "#### 3", "3")
+    assert len(caplog.records) == 2  # logged once per source
+
+
+TZ = {"target": 24, "numbers": [2, 3, 4]}
+
+
+@pytest.mark.parametrize("text,want", [
+    ("<think>ok</think> <answer>(3 * 4) * 2</answer>", 1.0),
+    ("Assistant: <think>a</think>\n<answer>2 * 3 * 4</answer>", 1.0),  # text after the assistant marker
+    ("<|im_start|>assistant\n<answer>4*3*2</answer>", 1.0),
+    ("<answer>2 * 3 * 4</answer>\nthat is all", 0.0),  # TinyZero reads only the last line
+    ("<answer>2 * 3 + 4</answer>", 0.1),  # wrong value
+    ("<answer>3 * 4 * 2 * 1</answer>", 0.1),  # a number not given
+    ("<answer>3 * 8</answer>", 0.1),  # numbers not used exactly
+    ("<answer>2 * 3 / (4 - 4)</answer>", 0.1),
+    ("<answer>2 ** 3 * 4 - 8</answer>", 0.1),  # not evaluated (TinyZero's eval would)
+    ("<answer>9**9**9</answer>", 0.1),
+    ("<answer>" + "(" * 50_000 + "2*3*4" + ")" * 50_000 + "</answer>", 0.1),
+    ("no answer at all", 0.0),
+])
+def test_tinyzero_countdown_rows_scored_by_tinyzeros_rule(text, want):
+    t0 = time.perf_counter()
+    assert compute_score("countdown", text, TZ) == pytest.approx(want)
+    assert compute_score("countdown", text, {"target": 24, "numbers": __import__("numpy").array([2, 3, 4])},
+                         None, reward_router_address="x") == pytest.approx(want)  # numpy lists, extra kwargs
+    assert time.perf_counter() - t0 < 0.5
 
 
 def test_cli(tmp_path):
@@ -180,7 +216,8 @@ def test_cli(tmp_path):
     assert len(pd.read_parquet(out / "train.parquet")) == 20
     readme = (out / "README.md").read_text()
     assert "verl.trainer.main_ppo" in readme and f"data.train_files={out.resolve()}/train.parquet" in readme
-    assert "custom_reward_function.path" in readme and "algorithm.adv_estimator=gae" in readme
+    assert "reward.custom_reward_function.path" in readme and "algorithm.adv_estimator=gae" in readme
+    assert "algorithm.use_kl_in_reward=True" in readme and "actor_rollout_ref.actor.use_kl_loss=True" in readme
     res = runner.invoke(root, ["export", "verl", "--task", "humaneval", "--out", str(tmp_path / "he")])
     assert res.exit_code == 2 and "cannot export" in res.output
     res = runner.invoke(root, ["export", "verl", "--out", str(tmp_path / "x"), "--task-arg", "oops"])

@@ -37,7 +37,7 @@ def _user_errors():
     from reasonlab.config import ConfigError
     from reasonlab.episode import JSONLError
 
-    return (ConfigError, JSONLError, KeyError, ValueError, FileNotFoundError, ImportError)
+    return (ConfigError, JSONLError, KeyError, ValueError, FileNotFoundError, ImportError, MemoryError)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -372,6 +372,9 @@ def train_rl_cmd(
     protocol: Optional[str] = typer.Option(None, help="override: answer or r1ci"),
     curriculum: Optional[str] = typer.Option(None, help="override the problem sampler: uniform or potential (needs curriculum.episodes)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    engine: str = typer.Option("reasonlab", help="reasonlab (train here) or verl (write data, reward, tool and verl command to --out)"),
+    n_gpus: int = typer.Option(8, "--n-gpus", help="--engine verl: GPUs per node"),
+    nnodes: int = typer.Option(1, help="--engine verl: nodes"),
 ) -> None:
     """Train a policy with on-policy RL on a task, with or without the code interpreter.
 
@@ -381,15 +384,28 @@ def train_rl_cmd(
 
     R1-CI curriculum on the r1ci suite (p estimated from an eval of the SFT model on the train split):
     reasonlab train rl --config recipes/rl-r1ci-curriculum.yaml --suite r1ci
+
+    On verl (cluster scale; nothing is launched): reasonlab train rl --config R.yaml --engine verl --out runs/verl-r
     """
     from reasonlab.config import load_config
     from reasonlab.train.rl.config import RLConfig
     from reasonlab.train.rl.engine import train_rl
 
+    if engine not in ("reasonlab", "verl"):
+        fail(f"--engine {engine!r}: allowed: reasonlab, verl")
     try:
         cfg = load_config(RLConfig, config, {"out": out, "model": model, "algorithm": algorithm, "steps": steps,
                                              "task": _suite_task(suite, None, "train"), "protocol": protocol,
                                              "curriculum.kind": curriculum})
+        if engine == "verl":
+            from reasonlab.export.verl_config import export_rl
+
+            paths = export_rl(cfg, cfg.out or f"runs/verl-{cfg.algorithm}-{cfg.task.replace('/', '-')}",
+                              n_gpus=n_gpus, nnodes=nnodes)
+            for name, p in paths.items():
+                console.print(f"[green]wrote[/] {name:11s} {p}", highlight=False)
+            console.print(paths["command"].read_text(), markup=False, highlight=False, soft_wrap=True)
+            return
         run_dir = train_rl(cfg, resume=resume, show_progress=not quiet, stop_after=stop_after)
     except (*_user_errors(), FileExistsError) as e:
         fail(str(e).strip("'\""))
@@ -667,6 +683,9 @@ def run_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="recipe YAML instead of a preset"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/<recipe name>]"),
     quiet: bool = typer.Option(False, help="no progress bars"),
+    engine: str = typer.Option("reasonlab", help="reasonlab (run here) or verl (write the study's verl files and command)"),
+    n_gpus: int = typer.Option(8, "--n-gpus", help="--engine verl: GPUs per node"),
+    nnodes: int = typer.Option(1, help="--engine verl: nodes"),
 ) -> None:
     """Run a whole experiment from a recipe; re-running resumes where it stopped.
 
@@ -675,9 +694,16 @@ def run_cmd(
     entropo: from one SFT checkpoint, DPO, EntroPO-DPO, KTO and EntroPO-KTO on the same collected trajectories; pass@1, pass@k, diversity and test-time-scaling curves side by side.
 
     Example: reasonlab run countdown-behaviors --preset cpu
+
+    On verl: reasonlab run countdown-behaviors --preset gpu --engine verl (writes runs/<name>/verl/run_verl.sh)
     """
     if experiment not in EXPERIMENTS:
         fail(f"unknown experiment {experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
+    if engine not in ("reasonlab", "verl"):
+        fail(f"--engine {engine!r}: allowed: reasonlab, verl")
+    if engine == "verl" and experiment != "countdown-behaviors":
+        fail(f"--engine verl: {experiment} has no on-policy RL stage for verl (it trains offline with DPO/KTO "
+             "through TRL); allowed with --engine verl: countdown-behaviors")
     import importlib
 
     from reasonlab.config import load_config
@@ -687,6 +713,14 @@ def run_cmd(
     path = config or _recipe_path(experiment, preset)
     try:
         recipe = load_config(getattr(mod, recipe_cls), path, {"out": out})
+        if engine == "verl":
+            from reasonlab.export.verl_study import export_behaviors_verl
+
+            paths = export_behaviors_verl(recipe, Path(recipe.out or f"runs/{recipe.name}"), n_gpus=n_gpus, nnodes=nnodes)
+            for name, p in paths.items():
+                console.print(f"[green]wrote[/] {name:10s} {p}", highlight=False)
+            console.print(f"next, on the cluster: bash {paths['script']}", highlight=False)
+            return
         run_dir = getattr(mod, runner)(recipe, show_progress=not quiet)
     except (*_user_errors(), FileExistsError) as e:
         fail(str(e).strip("'\""))

@@ -38,7 +38,9 @@ scoring the original problem, so a format that loses information is caught here,
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +52,7 @@ from reasonlab.tasks import get_task
 DATA_SOURCE_PREFIX = "reasonlab/"
 VERL_VERSION_CHECKED = "v0.9.0 (tagged 2026-08-14) and on main at 0.10.0.dev (commit 1dda039)"
 SUPPORTED = "countdown, gym/<dataset> (every reasoning-gym dataset), toy/letter"
+logger = logging.getLogger("reasonlab.export.verl")
 
 
 # ----------------------------------------------------------------------------- tagged JSON
@@ -149,24 +152,93 @@ def _task(task_name: str, task_args_json: str):
     return get_task(task_name, **json.loads(task_args_json))
 
 
+TINYZERO_SOURCE = "countdown"  # TinyZero's examples/data_preprocess/countdown.py writes this data_source
+_DIGITS = re.compile(r"[0-9]+")
+_warned: set[str] = set()
+
+
+def known_data_sources() -> str:
+    return f"{TINYZERO_SOURCE!r} (TinyZero's Countdown rows) and {DATA_SOURCE_PREFIX}<task> for {SUPPORTED}"
+
+
+def score_tinyzero_countdown(solution_str: str, ground_truth: Any, *, format_score: float = 0.1,
+                             score: float = 1.0) -> float:
+    """TinyZero's Countdown rule, on reasonlab's safe evaluator.
+
+    TinyZero's scorer, as it reads: the text after the assistant marker ("Assistant:" or
+    "<|im_start|>assistant"), only its *last line*, the last ``<answer>…</answer>`` on that line;
+    none → 0. The integers in the answer must be exactly the given numbers (each once), else
+    ``format_score``; an answer that does not evaluate → ``format_score``; value within 1e-5 of the
+    target → ``score``, otherwise ``format_score``.
+
+    Two deliberate differences. TinyZero got prompt + response and returned 0 when no assistant
+    marker was found; verl ≥ 0.2 passes the response only, so without a marker the whole response is
+    read (with a marker, what follows the first one). TinyZero ``eval``s the answer, so ``2**3`` and
+    ``7//2`` count there (and ``9**9**9`` hangs it); here only ``+ - * /``, parentheses and integers
+    are evaluated (exactly, over fractions), and anything else scores ``format_score``.
+    """
+    from reasonlab.tasks.countdown import ExpressionError, evaluate_expression
+
+    if isinstance(ground_truth, str):
+        ground_truth = json.loads(ground_truth)
+    numbers, target = sorted(int(n) for n in ground_truth["numbers"]), int(ground_truth["target"])
+    text = solution_str if isinstance(solution_str, str) else ""
+    for marker in ("Assistant:", "<|im_start|>assistant"):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    last_line = text[-200_000:].split("\n")[-1]
+    close = last_line.rfind("</answer>")
+    start = last_line.rfind("<answer>", 0, close) if close >= 0 else -1
+    if start < 0:
+        return 0.0
+    equation = last_line[start + len("<answer>"):close].strip()
+    if sorted(int(n) for n in _DIGITS.findall(equation[:10_000])) != numbers:
+        return float(format_score)
+    try:
+        value = evaluate_expression(equation).value
+    except ExpressionError:
+        return float(format_score)
+    if value is None or abs(float(value) - target) >= 1e-5:
+        return float(format_score)
+    return float(score)
+
+
 def compute_score(
-    data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None
+    data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None, **kwargs: Any
 ) -> float:
     """verl's reward-function signature: the task's reward for one response, as a float.
 
-    ``data_source`` names the task (``reasonlab/<task>``), ``ground_truth`` is the row's
-    ``reward_model.ground_truth``, ``extra_info["task_args"]`` the task's arguments as JSON (the
-    task's defaults when absent). Bad rows raise; odd model text only ever lowers the reward.
+    ``data_source`` names the task: ``reasonlab/<task>`` (rows of ``reasonlab export verl``) or
+    ``countdown`` (TinyZero's rows, scored by TinyZero's rule: :func:`score_tinyzero_countdown`).
+    ``ground_truth`` is the row's ``reward_model.ground_truth``, ``extra_info["task_args"]`` the
+    task's arguments as JSON (the task's defaults when absent). Extra keyword arguments that verl
+    passes (``reward_router_address``, ``reward_kwargs``, …) are accepted and ignored.
+
+    A data source this module does not know scores 0.0 and logs, once per source, a message listing
+    the known ones: verl's reward managers do not catch exceptions, and one unknown row must not end a
+    GPU run. Malformed ground truth for a known source still raises: that is a broken export.
     """
-    if not isinstance(data_source, str) or not data_source.startswith(DATA_SOURCE_PREFIX):
-        raise ValueError(f"data_source {data_source!r} was not written by `reasonlab export verl` "
-                         f"(expected {DATA_SOURCE_PREFIX}<task>)")
-    task_name = data_source[len(DATA_SOURCE_PREFIX):]
-    task_args = (extra_info or {}).get("task_args") or "{}"
-    task = _task(task_name, task_args)
-    problem = verl_format(task_name).problem(task_name, ground_truth)
     if not isinstance(solution_str, str):
         solution_str = "" if solution_str is None else str(solution_str)
+    if data_source == TINYZERO_SOURCE:
+        return score_tinyzero_countdown(solution_str, ground_truth)
+    task_name = data_source[len(DATA_SOURCE_PREFIX):] if isinstance(data_source, str) else ""
+    try:
+        if not isinstance(data_source, str) or not data_source.startswith(DATA_SOURCE_PREFIX):
+            raise ValueError("not written by `reasonlab export verl`")
+        fmt = verl_format(task_name)
+    except ValueError as e:
+        key = repr(data_source)
+        if key not in _warned:
+            _warned.add(key)
+            logger.error("reasonlab reward: data_source %s is unknown (%s); its rows score 0.0. Known data "
+                         "sources: %s. Point verl's reward at the module written with those rows.",
+                         key, str(e).split(" Supported:")[0], known_data_sources())
+        return 0.0
+    task_args = (extra_info or {}).get("task_args") or "{}"
+    task = _task(task_name, task_args)
+    problem = fmt.problem(task_name, ground_truth)
     return float(task.score(problem, solution_str).reward)
 
 
@@ -174,8 +246,8 @@ def compute_score(
 
 REWARD_MODULE = '''"""verl reward function for data written by `reasonlab export verl`.
 
-verl loads this file by path (reward.custom_reward_function.path, or custom_reward_function.path
-before verl 0.7.1) and calls compute_score on every response. It delegates to reasonlab's own
+verl loads this file by path (reward.custom_reward_function.path in verl >= 0.7.1) and calls
+compute_score on every response; it also scores TinyZero's own Countdown rows (data_source 'countdown'). It delegates to reasonlab's own
 scorers, so reasonlab must be importable where verl computes rewards (pip install it in the same
 environment on every node). Scoring never evaluates model text.
 """
@@ -183,15 +255,16 @@ environment on every node). Scoring never evaluates model text.
 from reasonlab.export.verl import compute_score as _reasonlab_compute_score
 
 
-def compute_score(data_source, solution_str, ground_truth, extra_info=None) -> float:
-    return _reasonlab_compute_score(data_source, solution_str, ground_truth, extra_info)
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float:
+    return _reasonlab_compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs)
 '''
 
 
-def _row(task_name: str, fmt: VerlFormat, task: Any, p: Problem, index: int, task_args_json: str) -> dict:
+def _row(task_name: str, fmt: VerlFormat, task: Any, p: Problem, index: int, task_args_json: str,
+         tools: list[str] | None = None) -> dict:
     return {
         "data_source": DATA_SOURCE_PREFIX + task_name,
-        "prompt": task.messages(p),
+        "prompt": task.messages(p, tools=tools) if tools else task.messages(p),
         "ability": fmt.ability,
         "reward_model": {"style": "rule", "ground_truth": fmt.ground_truth(p)},
         "extra_info": {"split": p.split, "index": index, "problem_id": p.id, "task_args": task_args_json},
@@ -223,8 +296,11 @@ def export_verl(
     seed: int = 0,
     task_args: dict[str, Any] | None = None,
     check_rows: int = 16,
+    tools: list[str] | None = None,
 ) -> dict[str, Path]:
     """Write train.parquet, test.parquet, reasonlab_reward.py and README.md into ``out_dir``.
+
+    ``tools=["python"]`` writes prompts that offer the Python interpreter (for verl's tool agent loop).
 
     Returns the paths by name (``train``, ``test``, ``reward``, ``readme``).
     """
@@ -245,7 +321,7 @@ def export_verl(
     for split, n in (("train", n_train), ("test", n_test)):
         problems = task.problems(split, n, seed=seed)
         try:
-            rows = [_row(task_name, fmt, task, p, i, task_args_json) for i, p in enumerate(problems)]
+            rows = [_row(task_name, fmt, task, p, i, task_args_json, tools) for i, p in enumerate(problems)]
         except TypeError as e:
             msg = f"cannot export task {task_name!r}: a problem holds data parquet cannot store ({e})"
             raise ValueError(msg) from None
@@ -268,33 +344,12 @@ def export_verl(
 
 def readme(task_name: str, out: Path, *, n_train: int, n_test: int, seed: int, task_args: dict) -> str:
     """The README written next to the data: what is in it and the verl commands that train on it."""
+    from reasonlab.export.verl_config import VERL_VERSION, command, study_rl_config, verl_overrides
+
     d = out.resolve()
     args = "".join(f" --task-arg {k}={json.dumps(v)}" for k, v in task_args.items())
-    common = f"""  data.train_files={d}/train.parquet \\
-  data.val_files={d}/test.parquet \\
-  data.train_batch_size=256 \\
-  data.max_prompt_length=512 \\
-  data.max_response_length=1024 \\
-  data.filter_overlong_prompts=True \\
-  reward.custom_reward_function.path={d}/reasonlab_reward.py \\
-  reward.custom_reward_function.name=compute_score \\
-  actor_rollout_ref.model.path=Qwen/Qwen2.5-3B \\
-  actor_rollout_ref.actor.optim.lr=1e-6 \\
-  actor_rollout_ref.actor.ppo_mini_batch_size=64 \\
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8 \\
-  actor_rollout_ref.rollout.name=vllm \\
-  actor_rollout_ref.rollout.n=4 \\
-  actor_rollout_ref.rollout.tensor_model_parallel_size=1 \\
-  actor_rollout_ref.rollout.gpu_memory_utilization=0.5 \\
-  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16 \\
-  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16 \\"""
-    tail = """  trainer.logger='["console"]' \\
-  trainer.project_name=reasonlab \\
-  trainer.n_gpus_per_node=4 \\
-  trainer.nnodes=1 \\
-  trainer.save_freq=100 \\
-  trainer.test_freq=50 \\
-  trainer.total_epochs=1"""
+    ppo = command(verl_overrides(study_rl_config("ppo", task_name, task_args), data_dir=d, n_gpus=4))
+    grpo = command(verl_overrides(study_rl_config("grpo", task_name, task_args), data_dir=d, n_gpus=4))
     return f"""# verl data for reasonlab task `{task_name}`
 
 Written by
@@ -304,50 +359,45 @@ Written by
 |---|---|
 | `train.parquet` | {n_train} problems from reasonlab's `train` split |
 | `test.parquet` | {n_test} problems from reasonlab's `test` split (never overlaps `train`) |
-| `reasonlab_reward.py` | `compute_score(data_source, solution_str, ground_truth, extra_info=None) -> float` |
+| `reasonlab_reward.py` | `compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float` |
 
 Columns (verl's RL schema): `data_source`, `prompt` (chat messages), `ability`,
 `reward_model` = {{"style": "rule", "ground_truth": ...}}, `extra_info` = {{split, index, problem_id, task_args}}.
 
 `data_source` is `reasonlab/{task_name}`: verl's built-in scorers do not know it, so a run without the
-custom reward function fails at the first reward instead of scoring with other rules.
+custom reward function fails at the first reward instead of scoring with other rules. The reward module
+also scores TinyZero's own Countdown rows (`data_source` "countdown") by TinyZero's rule; a data source
+it does not know scores 0.0 and logs, once, the sources it knows.
 
 ## Requirements
 
-verl, and reasonlab installed in the same Python environment on every node: the reward module imports
-reasonlab, so rewards are computed by exactly the code reasonlab's trainers and evaluations use. No model
-text is ever evaluated. The option names below were checked against verl {VERL_VERSION_CHECKED}.
+verl {VERL_VERSION}, and reasonlab installed in the same Python environment on every node: the reward
+module imports reasonlab, so rewards are computed by exactly the code reasonlab's trainers and
+evaluations use. No model text is ever evaluated. Every key below is composed with verl {VERL_VERSION}'s
+own Hydra config in strict mode by reasonlab's tests (`tests/test_verl_compat.py`).
 
-## PPO with a critic (GAE), as in the cognitive-behaviors study
+## PPO with a critic (GAE) and the KL penalty in the reward, as in the cognitive-behaviors study
+
+`algorithm.use_kl_in_reward=True` is what turns the KL penalty (and the reference model) on in verl
+{VERL_VERSION}; `algorithm.kl_ctrl.kl_coef` alone does nothing.
 
 ```bash
-python3 -m verl.trainer.main_ppo \\
-  algorithm.adv_estimator=gae \\
-{common}
-  critic.model.path=Qwen/Qwen2.5-3B \\
-  critic.optim.lr=1e-5 \\
-  critic.ppo_micro_batch_size_per_gpu=8 \\
-  algorithm.kl_ctrl.kl_coef=0.001 \\
-{tail}
+{ppo}
 ```
 
 ## GRPO (no critic, KL as a loss term)
 
 ```bash
-python3 -m verl.trainer.main_ppo \\
-  algorithm.adv_estimator=grpo \\
-{common}
-  actor_rollout_ref.actor.use_kl_loss=True \\
-  actor_rollout_ref.actor.kl_loss_coef=0.001 \\
-  actor_rollout_ref.actor.kl_loss_type=low_var_kl \\
-  algorithm.use_kl_in_reward=False \\
-{tail}
+{grpo}
 ```
 
 Set `trainer.n_gpus_per_node` / `trainer.nnodes` to your cluster and the batch sizes to your memory.
-With verl older than 0.7.1, write `custom_reward_function.path=...` and `custom_reward_function.name=...`
-(no `reward.` prefix); newer versions still accept that spelling and move it under `reward.`.
+The reward keys are `reward.custom_reward_function.*` (verl >= 0.7.1): verl {VERL_VERSION}'s
+`main_ppo` does not move the old top-level `custom_reward_function.*` keys under `reward.` (only its
+fully-async entry point does), so the old spelling silently leaves the reward unset there.
 `Qwen/Qwen2.5-3B` is the base model of the cognitive-behaviors study; any Hugging Face causal LM works.
+For a whole study with the interpreter (multi-turn GRPO, tool output masked), use
+`reasonlab train rl --config R.yaml --engine verl --out DIR` (docs/scale.md).
 
 ## Check the reward function without verl
 

@@ -201,6 +201,12 @@ class RLTrainer:
         if isinstance(getattr(self.task, "inner", self.task), SuiteTask):  # a suite's held-out tasks never train
             check_trainable(self.task.members, f"RL training on {cfg.task}")
         path = resolve_model(cfg.model)
+        from transformers import AutoConfig
+
+        from reasonlab.train.memory import check_rl_memory
+
+        # fail in a second with advice rather than after an hour with an out-of-memory error
+        self.memory = check_rl_memory(cfg, AutoConfig.from_pretrained(path), self.device)
         torch.manual_seed(cfg.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
