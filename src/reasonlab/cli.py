@@ -371,8 +371,11 @@ def train_pref_cmd(
     model: Optional[str] = typer.Option(None, help="model to train (also the frozen reference)"),
     data: list[str] = typer.Option([], help="scored Episode JSONL file (repeatable)"),
     method: Optional[str] = typer.Option(None, help="dpo or kto [default: dpo]"),
-    alpha: Optional[float] = typer.Option(None, help="EntroPO entropy coefficient; 0 = plain DPO/KTO [default: 0]"),
+    alpha: Optional[float] = typer.Option(None, help="EntroPO entropy coefficient, ours: alpha = entro_alpha - pref_beta; 0 = plain DPO/KTO [default: 0]"),
     beta: Optional[float] = typer.Option(None, help="KL coefficient [default: 0.1]"),
+    entro_alpha: Optional[float] = typer.Option(None, help="the paper's alpha_p (with --pref-beta) instead of --alpha/--beta: 0.11 with 0.1 is alpha 0.01"),
+    pref_beta: Optional[float] = typer.Option(None, help="the paper's beta_p (= beta)"),
+    kto_form: Optional[str] = typer.Option(None, help="EntroPO-KTO: derived (ours) or released (entropy only in the reference point) [default: derived]"),
     pairing: Optional[str] = typer.Option(None, help="DPO pairs: random, all or hardest [default: random]"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/preference]"),
     max_steps: Optional[int] = typer.Option(None, help="optimizer steps (overrides epochs)"),
@@ -386,12 +389,13 @@ def train_pref_cmd(
     Example: reasonlab train pref --model runs/sft/final --data runs/collect/episodes/collect.jsonl --alpha 0.01 --out runs/entropo-dpo
     """
     from reasonlab.config import load_config
-    from reasonlab.train.preference import PreferenceSettings, train_preference
+    from reasonlab.train.preference import PreferenceSettings, describe_entropy, train_preference
 
     overrides = {"model": model, "data": data or None, "method": method, "alpha": alpha, "beta": beta,
-                 "pairing": pairing, "out": out, "max_steps": max_steps, "lr": lr}
+                 "entro_alpha": entro_alpha, "pref_beta": pref_beta, "kto_form": kto_form, "pairing": pairing, "out": out, "max_steps": max_steps, "lr": lr}
     try:
         cfg = load_config(PreferenceSettings, config, overrides)
+        console.print(f"[bold]{cfg.method}[/]: {describe_entropy(cfg.alpha, cfg.beta)}")
         final = train_preference(cfg)
     except _user_errors() as e:
         fail(str(e).strip("'\""))
