@@ -180,14 +180,15 @@ PAPER_EXAMPLE = "the paper's entro_alpha=0.11, pref_beta=0.1 is alpha=0.01, beta
 
 
 def resolve_entropy(alpha: float | None = None, beta: float | None = None, entro_alpha: float | None = None,
-                    pref_beta: float | None = None, *, where: str = "") -> tuple[float, float]:
+                    pref_beta: float | None = None, *, where: str = "", warn: bool = True) -> tuple[float, float]:
     """(α, β) in our parameterisation from either ours (``alpha``, ``beta``) or the paper's
     (``entro_alpha`` = α_p, ``pref_beta`` = β_p in α_p·H(π) − β_p·H(π, π_ref)); module docstring.
 
     ``None`` means "not given" (defaults: α = 0, β = 0.1). The paper's form needs both of its numbers
     and entro_alpha >= pref_beta (α_p = β_p is plain DPO/KTO; below it the objective rewards *less*
     entropy than DPO, which these losses do not implement). Giving both forms is refused unless
-    they describe the same objective.
+    they describe the same objective. ``warn=False`` drops the warning about α >= β (a sweep that
+    means it).
     """
     at = f"{where}: " if where else ""
     if entro_alpha is None and pref_beta is None:
@@ -195,7 +196,7 @@ def resolve_entropy(alpha: float | None = None, beta: float | None = None, entro
         if not (math.isfinite(b) and b > 0):
             raise ValueError(f"{at}beta must be > 0, got {b}")
         a = _check_alpha(a)
-        if a >= b:
+        if a >= b and warn:
             log.warning("%salpha=%g >= beta=%g: alpha is reasonlab's α = α_p − β_p, the entropy bonus on top "
                         "of DPO/KTO (%s). To give the paper's numbers, set entro_alpha and pref_beta instead.",
                         at, a, b, PAPER_EXAMPLE)
