@@ -406,7 +406,7 @@ def train_pref_cmd(
 def tts_cmd(
     episodes: list[Path] = typer.Argument(..., help="Episode JSONL file(s): N samples per problem"),
     out: Path = typer.Option(Path("runs/tts"), help="output folder: curves.json, tts.png"),
-    selectors: str = typer.Option("random,majority,oracle", help="comma-separated: random, majority, oracle, execution, execution_oracle, verifier, hybrid"),
+    selectors: str = typer.Option("random,majority,oracle", help="comma-separated: random, majority, oracle, execution, execution_oracle, verifier, hybrid (EntroPO's cascade), weighted"),
     verifier: Optional[str] = typer.Option(None, help="trained verifier folder (for verifier/hybrid)"),
     ns: Optional[str] = typer.Option(None, help="comma-separated N values [default: 1, 2, 4, ... up to the samples]"),
     seeds: int = typer.Option(3, help="random subsets per N"),
@@ -468,7 +468,7 @@ def run_cmd(
 
     countdown-behaviors: for each priming condition, SFT on synthetic behavior traces, then PPO on Countdown, evaluating accuracy, pass@k, length and behavior counts every K steps; writes results.csv, report.md, report.html and plots.
 
-    entropo: from one SFT checkpoint, DPO, EntroPO-DPO, KTO and EntroPO-KTO on the same collected trajectories; pass@1, pass@k, diversity and test-time-scaling curves side by side.
+    entropo: from one starting checkpoint, DPO, EntroPO-DPO, KTO and EntroPO-KTO (and the released EntroPO-KTO) on the same data, over an alpha sweep and seeds; pass@k, diversity, token entropy and test-time-scaling curves side by side.
 
     Example: reasonlab run countdown-behaviors --preset cpu
     """
