@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from reasonlab.cli import app
-from reasonlab.experiments.entropo import EntroPORecipe, paired_differences, plan_runs, run_entropo
+from reasonlab.experiments.entropo import EntroPORecipe, paired_differences, plan_runs, run_entropo, write_outputs
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "entropo-ci.yaml"
 
@@ -120,3 +120,30 @@ def test_paired_differences_are_by_seed():
     assert kto["mean"] == pytest.approx(0.15) and kto["sd"] == pytest.approx(0.0707, abs=1e-4) and kto["seeds"] == 2
     rel = d["entropo-kto-released", "kto α=0"]
     assert rel["mean"] == pytest.approx(0.05) and rel["sd"] == pytest.approx(0.0707, abs=1e-4)
+
+
+def test_report_aggregates_seeds_and_states_differences(tmp_path):
+    """write_outputs on made-up runs with known numbers: summary = mean ± sd over seeds, the report's
+    differences are paired by seed, every plot is written."""
+    r = recipe(losses=["dpo"], alphas=[0, 0.05], seeds=[0, 1], eval_n=4)
+    acc = {("sft", 0): 0.1, ("sft", 1): 0.2, ("dpo", 0): 0.4, ("dpo", 1): 0.6, ("entropo-dpo", 0): 0.5,
+           ("entropo-dpo", 1): 0.9}
+    results = []
+    for run in plan_runs(r):
+        a = acc[run.method, run.seed]
+        curves = {"Ns": [1, 2, 4], "accuracy": {"majority": [a, a, a], "hybrid": [a, a + 0.05, a + 0.1]}}
+        results.append({"row": {"run": run.name, "method": run.method, "loss": run.loss, "alpha": run.alpha,
+                                "seed": run.seed, "pass@1": a, "pass@4": min(1.0, 2 * a),
+                                "div/mean_token_entropy": 1 + run.alpha, "tts/hybrid@4": a + 0.1},
+                        "passk": [a, 1.5 * a, 1.8 * a, min(1.0, 2 * a)], "curves": curves})
+    out = write_outputs(tmp_path, r, results, beta=0.1)
+    summary = {s["method"]: s for s in csv.DictReader((out / "summary.csv").open())}
+    assert float(summary["entropo-dpo"]["pass@1 mean"]) == pytest.approx(0.7)
+    assert float(summary["entropo-dpo"]["pass@1 sd"]) == pytest.approx(0.2828, abs=1e-3)
+    report = (out / "report.md").read_text()
+    # entropo-dpo − dpo per seed: +0.1, +0.3 → +0.200 ± 0.141; dpo − sft: +0.3, +0.4 → +0.350 ± 0.071
+    assert "| entropo-dpo | 0.05 | dpo α=0 | +0.200 ± 0.141 |" in report
+    assert "| dpo | 0 | sft | +0.350 ± 0.071 |" in report
+    assert "entro_alpha=0.15, pref_beta=0.1" in report
+    for name in ("pass_at_k.png", "tts.png", "tts_alpha.png", "alpha.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"

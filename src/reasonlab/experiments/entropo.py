@@ -526,8 +526,11 @@ def plot_all(out: Path, r: EntroPORecipe, results: list[dict]) -> list[Path]:
         for (method, lo, a), g in groups.items():
             if lo == loss or (loss == "kto-released" and lo == "kto" and a == 0):
                 _band(ax, range(1, len(g[0]["passk"]) + 1), [x["passk"] for x in g], f"α={a:g}", color=color[a])
-        ax.set(title=loss, xlabel="k", xscale="log", ylim=(0, 1.02))
-        ax.set_xscale("log", base=2)
+        ax.set(title=loss, xlabel="k", ylim=(0, 1.02))
+        ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= len(results[0]["passk"])]
+        if len(ks) > 1:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ks, [str(k) for k in ks])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("pass@k (unbiased; ± sd over seeds)")
@@ -584,6 +587,7 @@ def _tts_grid(plt, path: Path, panels: list[tuple[str, list[dict]]], ncols: int)
         ax.set(title=title, xlabel="N", ylim=(0, 1.02))
         if max(Ns) > 1:
             ax.set_xscale("log", base=2)
+            ax.set_xticks(Ns, [str(n) for n in Ns])
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
