@@ -2,6 +2,7 @@
 trajectories), multi-turn masks, pairing strategies, end-to-end training with resume."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -392,3 +393,93 @@ def test_train_preference_kto(tiny_model, tmp_path):
     assert (final / "config.json").exists()
     with pytest.raises(ValueError, match="batch_size"):
         PreferenceSettings(model=tiny_model, data=[str(data)], method="kto", batch_size=1)
+
+
+# -- the entropy term raises entropy; the paper's parameterisation; the released EntroPO-KTO --------
+
+
+def test_entropy_term_gradient_raises_policy_entropy(tiny_model, tok, tmp_path):
+    """Gradient steps from π = π_ref on a toy batch raise the policy's entropy with α > 0 and leave it
+    where it is with α = 0. The batch: one prompt, its four likeliest next tokens as one-token
+    completions, each pair tied (preferred once each way), so the α = 0 gradient is zero and any change
+    is the entropy term's. The policy is sharp (logits × 20, one token holds most of the mass), so the
+    entropy is that of a next-token distribution with room to widen."""
+    prompt = encode_chat(tok, [{"role": "user", "content": "Q"}])
+    sharp = 20.0
+    with torch.no_grad():
+        logits = model(tiny_model, norm_scale=sharp)(torch.tensor([prompt])).logits[0, -1]
+    top = [int(t) for t in logits.argsort(descending=True)[:4]]
+    pairs = [(x, y) for x in top for y in top if x != y]
+    ds = Dataset.from_dict({"prompt_ids": [prompt] * len(pairs), "chosen_ids": [[x] for x, _ in pairs],
+                            "rejected_ids": [[y] for _, y in pairs], "chosen_policy_mask": [[1]] * len(pairs),
+                            "rejected_policy_mask": [[1]] * len(pairs)})
+
+    def entropy(m):
+        with torch.no_grad():
+            logp = torch.log_softmax(m(torch.tensor([prompt])).logits[0, -1], -1)
+        return -(logp.exp() * logp).sum().item()
+
+    after = {}
+    for alpha in (0.0, 0.5):
+        t = EntroPODPOTrainer(model(tiny_model, norm_scale=sharp), ref_model=model(tiny_model, norm_scale=sharp),
+                              args=args(EntroPODPOConfig, tmp_path, alpha=alpha, per_device_train_batch_size=12),
+                              train_dataset=ds, processing_class=tok)
+        batch = collate(t)
+        before = entropy(t.model)
+        for _ in range(3):
+            t.model.zero_grad()
+            t.compute_loss(t.model, batch).backward()
+            with torch.no_grad():
+                for p in t.model.parameters():
+                    p.sub_(5e-4 * p.grad)  # small steps: logits ×20 make the gradient large
+        after[alpha] = entropy(t.model)
+    assert before < 0.8 * math.log(4)  # sharp: far from spread over the four
+    assert after[0.0] == pytest.approx(before, abs=1e-5)  # ties: DPO does not move
+    assert after[0.5] > before + 0.5  # EntroPO spreads the mass (0.19 → 1.27 nats)
+
+
+def test_paper_parameterisation_is_resolved_and_ambiguity_refused(caplog):
+    s = PreferenceSettings(model="m", data=["d"], entro_alpha=0.11, pref_beta=0.1)
+    assert (s.alpha, s.beta) == (pytest.approx(0.01), 0.1)  # the paper's settings are our α = 0.01
+    assert PreferenceSettings(model="m", data=["d"], entro_alpha=0.1, pref_beta=0.2 / 2).alpha == 0  # = DPO
+    same = PreferenceSettings(model="m", data=["d"], alpha=0.01, beta=0.1, entro_alpha=0.11, pref_beta=0.1)
+    assert same.alpha == pytest.approx(0.01)  # both forms, agreeing: accepted
+    for bad, msg in [({"entro_alpha": 0.11}, "needs both"), ({"pref_beta": 0.1}, "needs both"),
+                     ({"alpha": 0.11, "entro_alpha": 0.11, "pref_beta": 0.1}, "disagree"),
+                     ({"beta": 0.2, "entro_alpha": 0.11, "pref_beta": 0.1}, "disagree"),
+                     ({"entro_alpha": 0.05, "pref_beta": 0.1}, "negative")]:
+        with pytest.raises(ValueError, match=msg):
+            PreferenceSettings(model="m", data=["d"], **bad)
+    with caplog.at_level("WARNING"):  # the paper's number typed as ours: warned, with the mapping
+        PreferenceSettings(model="m", data=["d"], alpha=0.11)
+    assert "entro_alpha=0.11, pref_beta=0.1 is alpha=0.01" in caplog.text
+    c = EntroPOKTOConfig(output_dir="o", entro_alpha=0.3, pref_beta=0.2, use_cpu=True, report_to="none")
+    assert (c.alpha, c.beta) == (pytest.approx(0.1), 0.2)
+    with pytest.raises(ValueError, match="disagree"):
+        EntroPODPOConfig(output_dir="o", alpha=0.5, entro_alpha=0.11, pref_beta=0.1, report_to="none")
+    with pytest.raises(ValueError, match="kto_form"):
+        EntroPOKTOConfig(output_dir="o", kto_form="paper", report_to="none")
+
+
+def test_released_kto_puts_the_entropy_only_in_the_reference_point(tiny_model, tok, tmp_path):
+    """At π = π_ref (KL̂ = 0), with m = batch mean of log π_ref(y): the derived form's logit for a
+    desirable y is α·(log π_ref(y) − m), the released form's is −α·m for every y (its per-example reward
+    β·log(π/π_ref) is 0). Both are TRL's KTO at α = 0."""
+    ds = unpaired_to_dataset(make_unpaired(EPISODES), tok)
+    alpha, beta = 0.05, 0.1
+    losses = {}
+    for form, a in (("derived", alpha), ("released", alpha), ("derived", 0.0), ("released", 0.0)):
+        t = EntroPOKTOTrainer(model(tiny_model), ref_model=model(tiny_model), processing_class=tok, train_dataset=ds,
+                              args=args(EntroPOKTOConfig, tmp_path, alpha=a, beta=beta, kto_form=form))
+        batch = collate(t)
+        losses[form, a] = t.compute_loss(t.model, batch).item()
+    ref, _ = seq_logps(t, batch)
+    labels = batch["label"].bool()
+    m = ref.mean()
+    sign = torch.where(labels, 1.0, -1.0)  # desirable: 1 − σ(r − z₀); undesirable: 1 − σ(z₀ − r)
+    derived = (1 - torch.sigmoid(sign * alpha * (ref - m))).mean().item()
+    released = (1 - torch.sigmoid(sign * -alpha * m)).mean().item()
+    assert losses["derived", alpha] == pytest.approx(derived, rel=1e-5)
+    assert losses["released", alpha] == pytest.approx(released, rel=1e-5)
+    assert abs(derived - released) > 1e-3
+    assert losses["released", 0.0] == losses["derived", 0.0] == pytest.approx(0.5)

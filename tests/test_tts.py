@@ -15,7 +15,7 @@ from reasonlab.analysis.tts import (
     execution_oracle,
     execution_public,
     hybrid,
-    hybrid_scores,
+    hybrid_stages,
     llm_judge,
     majority,
     oracle,
@@ -29,6 +29,8 @@ from reasonlab.analysis.tts import (
     train_verifier,
     tts_curves,
     verifier,
+    weighted,
+    weighted_scores,
 )
 from reasonlab.episode import Episode, Problem
 
@@ -147,29 +149,95 @@ class FixedScorer:
         return [self.by_answer[e.answer] for e in episodes]
 
 
-def test_hybrid_combination_arithmetic():
+def test_weighted_combination_arithmetic():
     cands = [ep("a"), ep("a"), ep("b"), ep(None)]
-    s = hybrid_scores(cands, verifier_scores=[1.0, 1.0, 3.0, 2.0], pass_rates=[0.5, 0.0, 0.0, 1.0],
+    s = weighted_scores(cands, verifier_scores=[1.0, 1.0, 3.0, 2.0], pass_rates=[0.5, 0.0, 0.0, 1.0],
                       w_v=1.0, w_c=2.0, w_e=3.0)
     # v = minmax → [0, 0, 1, 0.5]; consensus = [2/4, 2/4, 1/4, 0]
     assert s == pytest.approx([0 + 2 * 0.5 + 3 * 0.5, 0 + 1.0 + 0, 1 + 2 * 0.25 + 0, 0.5 + 0 + 3 * 1.0])
-    assert hybrid_scores(cands) == pytest.approx([0.5, 0.5, 0.25, 0.0])  # no verifier, no tests: consensus
-    assert hybrid_scores(cands, verifier_scores=[2.0] * 4, w_c=0) == [0.0] * 4  # equal scores carry no signal
+    assert weighted_scores(cands) == pytest.approx([0.5, 0.5, 0.25, 0.0])  # no verifier, no tests: consensus
+    assert weighted_scores(cands, verifier_scores=[2.0] * 4, w_c=0) == [0.0] * 4  # equal scores carry no signal
 
 
-def test_hybrid_selection():
+def test_weighted_selection():
     cands = [ep("a"), ep("a"), ep("b", correct=True)]
     scorer = FixedScorer({"a": 0.0, "b": 5.0})
-    assert hybrid(cands) == 0  # consensus only: majority
-    assert hybrid(cands, scorer=scorer) == 2  # 1 + 1/3 beats 0 + 2/3
-    assert hybrid(cands, scorer=scorer, w_c=3.0) == 0  # 3·2/3 = 1 + 3·1/3: a tie, majority → "a"
+    assert weighted(cands) == 0  # consensus only: majority
+    assert weighted(cands, scorer=scorer) == 2  # 1 + 1/3 beats 0 + 2/3
+    assert weighted(cands, scorer=scorer, w_c=3.0) == 0  # 3·2/3 = 1 + 3·1/3: a tie, majority → "a"
     assert verifier(cands, scorer=scorer) == 2
     # on a code problem, passing the public tests outweighs verifier and consensus together (w_e = 3)
     bad = "def add(a, b):\n    return 0"
     good = "def add(a, b):\n    return a + b"
     code = [code_ep(bad, False, 0), code_ep(bad, False, 1), code_ep(good, True, 2)]
     high_for_bad = type("S", (), {"score": lambda self, es: [9.0, 9.0, 0.0]})()
-    assert hybrid(code, scorer=high_for_bad, problem=CODE_PROBLEM) == 2
+    assert weighted(code, scorer=high_for_bad, problem=CODE_PROBLEM) == 2
+
+
+
+def cand(answer, correct=False, *, tokens=10, finish="eos", text=None, i=0, pid="p"):
+    e = ep(answer, correct, pid=pid, i=i, text=text)
+    e.stats = {"finish_reason": finish, "generated_tokens": tokens}
+    return e
+
+
+def stage_names(stages):
+    return [name for name, _ in stages]
+
+
+def test_hybrid_keeps_finished_then_breaks_ties_by_length():
+    cands = [cand("a", tokens=90, finish="length"),  # cut by the token limit: not finished
+             cand(None, tokens=80),  # ended, but with no answer
+             cand("b", tokens=30), cand("c", True, tokens=50), cand("d", tokens=50)]
+    stages = hybrid_stages(cands)
+    assert stage_names(stages) == ["finished", "length"]  # no tests, no verifier: those stages skipped
+    assert stages[0][1] == [2, 3, 4]
+    assert hybrid(cands) == 3  # longest finished; equal lengths go to the first in order
+    assert hybrid(cands, tie_break="shortest") == 2
+    # no consensus term: three votes for "x" do not beat one longer "y"
+    votes = [cand("x", tokens=5, i=k) for k in range(3)] + [cand("y", True, tokens=6)]
+    assert majority(votes) == 0 and hybrid(votes) == 3
+    # nobody finished: the stage keeps everyone instead of nobody
+    cut = [cand("a", finish="length", tokens=3), cand("b", finish="max_turns", tokens=4)]
+    assert hybrid_stages(cut)[0][1] == [0, 1] and hybrid(cut) == 1
+    with pytest.raises(ValueError, match="tie_break"):
+        hybrid(cands, tie_break="median")
+
+
+def test_hybrid_verifier_stage_is_a_threshold_not_an_argmax():
+    cands = [cand("a", tokens=40), cand("b", True, tokens=20), cand("c", tokens=30)]
+    probs = type("P", (), {"p_yes": lambda self, es: [{"a": 0.01, "b": 0.9, "c": 0.2}[e.answer] for e in es]})()
+    stages = hybrid_stages(cands, scorer=probs)
+    assert stage_names(stages) == ["finished", "verifier", "length"]
+    assert stages[1][1] == [1, 2]  # p(YES) > 0.05; among those the longest, not the most confident
+    assert hybrid(cands, scorer=probs) == 2
+    assert hybrid(cands, scorer=probs, verifier_threshold=0.5) == 1
+    # a Bradley–Terry scorer (no p_yes): p = sigmoid(score); all below threshold keeps everyone
+    bt = FixedScorer({"a": -9.0, "b": -8.0, "c": -7.0})
+    assert hybrid_stages(cands, scorer=bt)[1][1] == [0, 1, 2] and hybrid(cands, scorer=bt) == 0
+    assert hybrid(cands, scorer=FixedScorer({"a": -9.0, "b": 0.0, "c": -9.0})) == 1
+
+
+def test_hybrid_test_stages_on_a_code_problem():
+    good, half, bad = "def add(a, b):\n    return a + b", "def add(a, b):\n    return 3", "def add(a, b):\n    return 0"
+    cands = [code_ep(bad, False, 0), code_ep(half, False, 1), code_ep(good, True, 2), code_ep(good, True, 3)]
+    for e, n in zip(cands, (99, 80, 10, 20)):
+        e.stats = {"finish_reason": "eos", "generated_tokens": n}
+    stages = hybrid_stages(cands, problem=CODE_PROBLEM)
+    assert stage_names(stages) == ["finished", "tests", "length"]  # no generated tests: stage skipped
+    assert stages[1][1] == [2, 3] and hybrid(cands, problem=CODE_PROBLEM) == 3
+    # public tests that only "half" (always 3) and "good" pass at add(1, 2); generated tests tell them apart
+    gen = [("add(2, 5)", "7")]
+    stages = hybrid_stages(cands, problem=CODE_PROBLEM, tests=[("add(1, 2)", "3")], generated_tests=gen)
+    assert stage_names(stages) == ["finished", "tests", "generated_tests", "length"]
+    assert stages[1][1] == [1, 2, 3] and stages[2][1] == [2, 3]
+    # generated tests from the problem's metadata; a verifier after them that rejects candidate 3
+    meta = dict(CODE_PROBLEM.metadata, generated_tests=gen)
+    prob = Problem("he/0", "humaneval", "test", PROMPT, metadata=meta)
+    no3 = type("P", (), {"p_yes": lambda self, es: [0.0 if e.sample_index == 3 else 0.9 for e in es]})()
+    stages = hybrid_stages(cands, problem=prob, tests=[("add(1, 2)", "3")], scorer=no3)
+    assert stage_names(stages) == ["finished", "tests", "generated_tests", "verifier", "length"]
+    assert stages[-1][1] == [2]
 
 
 # ----------------------------------------------------------------------------- LLM judge (no server)
@@ -322,7 +390,7 @@ def curve_problems():
 def test_tts_curves_oracle_is_pass_at_n_and_monotone(tmp_path):
     groups = curve_problems()
     sels = {"oracle": oracle, "majority": majority, "random": random_choice,
-            "hybrid": partial(hybrid, w_c=1.0)}
+            "weighted": partial(weighted, w_c=1.0)}
     curves = tts_curves(groups, sels, Ns=[1, 2, 4, 8], seeds=range(40))
     assert curves["Ns"] == [1, 2, 4, 8] and curves["problems"] == [6, 6, 6, 6]
     n_right = [sum(e.correct for e in g) for g in groups.values()]
@@ -333,8 +401,8 @@ def test_tts_curves_oracle_is_pass_at_n_and_monotone(tmp_path):
     assert orc == pytest.approx(exact, abs=0.06)  # sampled estimate of pass@N
     assert orc[-1] == pytest.approx(5 / 6)  # all samples: every problem with a right answer
     assert curves["accuracy"]["random"][0] == pytest.approx(sum(n_right) / 48, abs=0.06)
-    # without a verifier or tests, hybrid is majority voting
-    assert curves["accuracy"]["majority"] == pytest.approx(curves["accuracy"]["hybrid"])
+    # without a verifier or tests, the weighted score is majority voting
+    assert curves["accuracy"]["majority"] == pytest.approx(curves["accuracy"]["weighted"])
     div = curves["diversity"]
     assert div["distinct_answers"][0] == 1 and div["distinct_answer_frac"][0] == 1.0
     assert div["mean_pairwise_distance"][0] is None and 0 < div["mean_pairwise_distance"][-1] < 1

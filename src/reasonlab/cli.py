@@ -518,8 +518,11 @@ def train_pref_cmd(
     model: Optional[str] = typer.Option(None, help="model to train (also the frozen reference)"),
     data: list[str] = typer.Option([], help="scored Episode JSONL file (repeatable)"),
     method: Optional[str] = typer.Option(None, help="dpo or kto [default: dpo]"),
-    alpha: Optional[float] = typer.Option(None, help="EntroPO entropy coefficient; 0 = plain DPO/KTO [default: 0]"),
+    alpha: Optional[float] = typer.Option(None, help="EntroPO entropy coefficient, ours: alpha = entro_alpha - pref_beta; 0 = plain DPO/KTO [default: 0]"),
     beta: Optional[float] = typer.Option(None, help="KL coefficient [default: 0.1]"),
+    entro_alpha: Optional[float] = typer.Option(None, help="the paper's alpha_p (with --pref-beta) instead of --alpha/--beta: 0.11 with 0.1 is alpha 0.01"),
+    pref_beta: Optional[float] = typer.Option(None, help="the paper's beta_p (= beta)"),
+    kto_form: Optional[str] = typer.Option(None, help="EntroPO-KTO: derived (ours) or released (entropy only in the reference point) [default: derived]"),
     pairing: Optional[str] = typer.Option(None, help="DPO pairs: random, all or hardest [default: random]"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/preference]"),
     max_steps: Optional[int] = typer.Option(None, help="optimizer steps (overrides epochs)"),
@@ -533,12 +536,13 @@ def train_pref_cmd(
     Example: reasonlab train pref --model runs/sft/final --data runs/collect/episodes/collect.jsonl --alpha 0.01 --out runs/entropo-dpo
     """
     from reasonlab.config import load_config
-    from reasonlab.train.preference import PreferenceSettings, train_preference
+    from reasonlab.train.preference import PreferenceSettings, describe_entropy, train_preference
 
     overrides = {"model": model, "data": data or None, "method": method, "alpha": alpha, "beta": beta,
-                 "pairing": pairing, "out": out, "max_steps": max_steps, "lr": lr}
+                 "entro_alpha": entro_alpha, "pref_beta": pref_beta, "kto_form": kto_form, "pairing": pairing, "out": out, "max_steps": max_steps, "lr": lr}
     try:
         cfg = load_config(PreferenceSettings, config, overrides)
+        console.print(f"[bold]{cfg.method}[/]: {describe_entropy(cfg.alpha, cfg.beta)}")
         final = train_preference(cfg)
     except _user_errors() as e:
         fail(str(e).strip("'\""))
@@ -549,7 +553,7 @@ def train_pref_cmd(
 def tts_cmd(
     episodes: list[Path] = typer.Argument(..., help="Episode JSONL file(s): N samples per problem"),
     out: Path = typer.Option(Path("runs/tts"), help="output folder: curves.json, tts.png"),
-    selectors: str = typer.Option("random,majority,oracle", help="comma-separated: random, majority, oracle, execution, execution_oracle, verifier, hybrid"),
+    selectors: str = typer.Option("random,majority,oracle", help="comma-separated: random, majority, oracle, execution, execution_oracle, verifier, hybrid (EntroPO's cascade), weighted"),
     verifier: Optional[str] = typer.Option(None, help="trained verifier folder (for verifier/hybrid)"),
     ns: Optional[str] = typer.Option(None, help="comma-separated N values [default: 1, 2, 4, ... up to the samples]"),
     seeds: int = typer.Option(3, help="random subsets per N"),
@@ -691,7 +695,7 @@ def run_cmd(
 
     countdown-behaviors: for each priming condition, SFT on synthetic behavior traces, then PPO on Countdown, evaluating accuracy, pass@k, length and behavior counts every K steps; writes results.csv, report.md, report.html and plots.
 
-    entropo: from one SFT checkpoint, DPO, EntroPO-DPO, KTO and EntroPO-KTO on the same collected trajectories; pass@1, pass@k, diversity and test-time-scaling curves side by side.
+    entropo: from one starting checkpoint, DPO, EntroPO-DPO, KTO and EntroPO-KTO (and the released EntroPO-KTO) on the same data, over an alpha sweep and seeds; pass@k, diversity, token entropy and test-time-scaling curves side by side.
 
     Example: reasonlab run countdown-behaviors --preset cpu
 

@@ -4,7 +4,7 @@ A **selector** is a function ``select(candidates: list[Episode], **ctx) -> int``
 of the chosen candidate. ``ctx`` carries what some selectors need and the others ignore:
 ``problem`` (the :class:`~reasonlab.episode.Problem`), ``rng`` (a ``random.Random``), ``scorer``
 (a :class:`VerifierScorer`), ``judge`` (an :class:`LLMJudge`), ``sandbox``, ``tests``, ``per_test_s``.
-Bind options with ``functools.partial`` (``partial(hybrid, scorer=s, w_c=0.5)``).
+Bind options with ``functools.partial`` (``partial(weighted, scorer=s, w_c=0.5)``).
 
 Selectors (``SELECTORS`` maps the names to the functions; ``"execution"`` is ``execution_public``):
 
@@ -23,17 +23,32 @@ Selectors (``SELECTORS`` maps the names to the functions; ``"execution"`` is ``e
   ``RewardTrainer`` on (correct, incorrect) trajectory pairs of the same problem.
 - ``llm_judge``: an LLM over an OpenAI-compatible endpoint reads the problem and the candidates
   (all at once, or in a knockout of pairs) and names one; malformed replies fall back to majority.
-- ``hybrid``: EntroPO (arXiv 2509.12434) selects with a learned verifier combined with
-  model-free signals (test execution used as a filter, consensus). The paper's exact rule is not
-  reproduced; this linear form, with every term in [0, 1], is ours::
+- ``hybrid``: EntroPO's released selector (arXiv 2509.12434), a *filter cascade* with no
+  consensus term. Each stage keeps the candidates that do best on one signal, among those that
+  survived the stages before; a stage without its signal (no tests, no verifier) is skipped, and a
+  stage that would keep nobody keeps everyone (see :func:`hybrid_stages`):
+
+  1. ``finished``: the trajectory ended on its own (finish reason not a length/turn/code-call limit)
+     with an answer (the paper: a trajectory that submitted a patch);
+  2. ``tests``: the most of the task's tests passed (public/execution tests; the paper's regression
+     tests): code problems' public examples, or ``tests`` from ctx;
+  3. ``generated_tests``: the best score on generated (reproduction) tests, where the problem has
+     them (``generated_tests`` in ctx or ``problem.metadata["generated_tests"]``), else skipped;
+  4. ``verifier``: the learned verifier's p(YES) above ``verifier_threshold`` (default 0.05); our
+     verifier is a Bradley–Terry scorer, so p(YES) = σ(score) unless the scorer has ``p_yes``;
+  5. ``length``: of what is left, the ``longest`` (default; the paper on SWE-bench Verified) or the
+     ``shortest`` (its choice on Lite) in generated tokens (characters when not recorded); equal
+     lengths go to the first in candidate order (random in :func:`tts_curves`).
+
+- ``weighted``: our earlier linear score (not the paper's rule), every term in [0, 1]::
 
       score_i = w_v · (v_i − min v) / (max v − min v) + w_c · votes(answer_i) / N + w_e · pass_rate_i
 
   v = verifier scores (min-max normalised within the N candidates, 0 when all equal), consensus =
   the share of candidates with the same answer, pass_rate = share of public tests passed (code
   tasks; 0 otherwise). Defaults w_v = w_c = 1, w_e = 3: since w_e > w_v + w_c, passing all public
-  tests outranks passing none whatever the other signals say (EntroPO's filter), and candidates
-  equal on tests are ranked by verifier and consensus with equal weight. Ties → majority among them.
+  tests outranks passing none whatever the other signals say, and candidates equal on tests are
+  ranked by verifier and consensus with equal weight. Ties → majority among them.
 - ``random`` and ``oracle`` (a correct candidate when there is one: its accuracy is pass@N).
 
 :func:`tts_curves` measures every selector against N; :func:`plot_tts_curves` draws them.
@@ -671,12 +686,88 @@ def llm_judge(candidates: Sequence[Episode], *, judge: LLMJudge, **ctx: Any) -> 
     return judge(candidates, **ctx)
 
 
-# ----------------------------------------------------------------------------- hybrid (EntroPO)
+# ----------------------------------------------------------------------------- hybrid (EntroPO) and weighted
+
+UNFINISHED = frozenset({"length", "max_turns", "max_code_calls"})
+TIE_BREAKS = ("longest", "shortest")
 
 
-def hybrid_scores(candidates: Sequence[Episode], *, verifier_scores: Sequence[float] | None = None,
-                  pass_rates: Sequence[float] | None = None, w_v: float = 1.0, w_c: float = 1.0,
-                  w_e: float = 3.0) -> list[float]:
+def finished(e: Episode) -> bool:
+    """The trajectory ended on its own (not cut by a token, turn or code-call limit) with an answer."""
+    return e.stats.get("finish_reason") not in UNFINISHED and solution_key(e) is not None
+
+
+def _length(e: Episode) -> int:
+    n = e.stats.get("generated_tokens")
+    return int(n) if n else len(e.completion)
+
+
+def _keep_best(alive: list[int], values: Sequence[float], eps: float = 1e-9) -> list[int]:
+    top = max(values[i] for i in alive)
+    return [i for i in alive if values[i] >= top - eps]
+
+
+def _p_yes(scorer: Any, candidates: Sequence[Episode]) -> list[float]:
+    if hasattr(scorer, "p_yes"):
+        return list(scorer.p_yes(list(candidates)))
+    return [1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, s)))) for s in scorer.score(list(candidates))]
+
+
+def hybrid_stages(candidates: Sequence[Episode], *, scorer: Any = None, problem: Problem | None = None,
+                  tests: Sequence[tuple[str, str]] | None = None,
+                  generated_tests: Sequence[tuple[str, str]] | None = None,
+                  verifier_threshold: float = 0.05, tie_break: str = "longest",
+                  sandbox: Any = None, per_test_s: float = 2.0, **ctx: Any) -> list[tuple[str, list[int]]]:
+    """The cascade of :func:`hybrid`, stage by stage: ``[(stage, indices kept after it), …]``.
+
+    Stages that ran are listed (``finished``, ``tests``, ``generated_tests``, ``verifier``,
+    ``length``); a skipped stage (no signal) is absent; a stage that would keep no candidate keeps
+    the survivors of the stage before. The last entry holds exactly one index, the choice.
+    """
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+    if not 0 <= verifier_threshold < 1:
+        raise ValueError(f"verifier_threshold is a probability in [0, 1), got {verifier_threshold}")
+    alive = list(range(len(candidates)))
+    stages: list[tuple[str, list[int]]] = []
+
+    def keep(name: str, survivors: list[int]) -> None:
+        nonlocal alive
+        alive = survivors or alive
+        stages.append((name, list(alive)))
+
+    keep("finished", [i for i in alive if finished(candidates[i])])
+    if generated_tests is None and problem is not None:
+        generated_tests = (problem.metadata or {}).get("generated_tests")
+    for name, given in (("tests", tests), ("generated_tests", generated_tests or None)):
+        code = _code_context(problem, given)
+        if code is None or not code[2] or (name == "generated_tests" and given is None):
+            continue  # not a code problem, or no such tests: the stage is skipped
+        prompt, entry, cases = code
+        rates = pass_rates(candidates, cases, prompt=prompt, entry_point=entry, sandbox=sandbox,
+                           per_test_s=per_test_s)
+        keep(name, _keep_best(alive, rates))
+    if scorer is not None:
+        p = _p_yes(scorer, [candidates[i] for i in alive])
+        keep("verifier", [i for i, pi in zip(alive, p) if pi > verifier_threshold])
+    lengths = [_length(candidates[i]) for i in alive]
+    pick = lengths.index(max(lengths) if tie_break == "longest" else min(lengths))
+    stages.append(("length", [alive[pick]]))
+    return stages
+
+
+def hybrid(candidates: Sequence[Episode], *, scorer: Any = None, problem: Problem | None = None,
+           verifier_threshold: float = 0.05, tie_break: str = "longest", **ctx: Any) -> int:
+    """EntroPO's released selection cascade (module docstring): finished → most tests passed → best on
+    generated tests → verifier p(YES) > threshold → length tie-break. Options in ctx as for
+    :func:`execution_public` (``tests``, ``sandbox``, ``per_test_s``) and ``generated_tests``."""
+    return hybrid_stages(candidates, scorer=scorer, problem=problem, verifier_threshold=verifier_threshold,
+                         tie_break=tie_break, **ctx)[-1][1][0]
+
+
+def weighted_scores(candidates: Sequence[Episode], *, verifier_scores: Sequence[float] | None = None,
+                    pass_rates: Sequence[float] | None = None, w_v: float = 1.0, w_c: float = 1.0,
+                    w_e: float = 3.0) -> list[float]:
     """``w_v · minmax(v) + w_c · consensus + w_e · pass_rate`` per candidate (module docstring)."""
     n = len(candidates)
     v = [0.0] * n
@@ -691,9 +782,10 @@ def hybrid_scores(candidates: Sequence[Episode], *, verifier_scores: Sequence[fl
     return [w_v * vi + w_c * ci + w_e * pi for vi, ci, pi in zip(v, c, p)]
 
 
-def hybrid(candidates: Sequence[Episode], *, scorer: Any = None, problem: Problem | None = None,
-           w_v: float = 1.0, w_c: float = 1.0, w_e: float = 3.0, **ctx: Any) -> int:
-    """Verifier + consensus + public-test execution (EntroPO's hybrid selection; see module docstring).
+def weighted(candidates: Sequence[Episode], *, scorer: Any = None, problem: Problem | None = None,
+             w_v: float = 1.0, w_c: float = 1.0, w_e: float = 3.0, **ctx: Any) -> int:
+    """Verifier + consensus + public-test execution as one weighted score (module docstring; ours,
+    not the paper's rule, which is :func:`hybrid`).
 
     Each signal is optional: no ``scorer`` drops the verifier term, a non-code ``problem`` (or none)
     drops the execution term. With neither, this is majority voting. Execution options as for
@@ -701,7 +793,7 @@ def hybrid(candidates: Sequence[Episode], *, scorer: Any = None, problem: Proble
     """
     v = scorer.score(list(candidates)) if scorer is not None else None
     rates = public_pass_rates(candidates, problem=problem, **ctx)
-    scores = hybrid_scores(candidates, verifier_scores=v, pass_rates=rates, w_v=w_v, w_c=w_c, w_e=w_e)
+    scores = weighted_scores(candidates, verifier_scores=v, pass_rates=rates, w_v=w_v, w_c=w_c, w_e=w_e)
     return best_index(scores, candidates)
 
 
@@ -713,6 +805,7 @@ SELECTORS: dict[str, Selector] = {
     "verifier": verifier,
     "llm_judge": llm_judge,
     "hybrid": hybrid,
+    "weighted": weighted,
     "random": random_choice,
     "oracle": oracle,
 }

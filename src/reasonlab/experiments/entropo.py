@@ -1,13 +1,27 @@
-"""`reasonlab run entropo`: DPO vs EntroPO-DPO (and KTO vs EntroPO-KTO) from one SFT checkpoint.
+"""`reasonlab run entropo`: DPO, EntroPO-DPO, KTO and EntroPO-KTO from one starting checkpoint.
 
-    base model ─► SFT on synthetic teacher traces ─► sample n trajectories per train problem (the
-    "collected" data; on GPUs: `reasonlab collect` from a strong model) ─► pairs / labels
-    ─► each method trains from the same SFT checkpoint on the same data ─► evaluate every method
-    on the same test problems: pass@1, pass@k, diversity, test-time-scaling curves
+    starting model ─► (SFT on teacher trajectories) ─► sample trajectories per train problem from
+    that policy (the "collected" data; teacher trajectories join it) ─► pairs / labels
+    ─► for every loss × α × seed: train from the same checkpoint on the same data for the same
+       steps ─► evaluate every run on the test problems: pass@k (k = 1…n), diversity, policy token
+       entropy, selected accuracy against N for majority / verifier / hybrid / random / oracle
 
-Writes ``results.csv`` (one row per method), ``report.md``/``report.html`` and plots
-(``pass_at_k.png``, ``tts.png``, ``diversity.png``). Every stage is skipped when its output is
-complete, so an interrupted run resumes.
+The starting checkpoint is ``start_model`` when given (a local HF folder, e.g. an organism already
+fine-tuned on teacher data: the SFT stage is skipped), else ``base_model`` ("tiny", an embedded
+name or a local HF folder) after SFT on ``teacher_traces`` synthetic correct traces and the correct
+trajectories of ``teacher_episodes`` (Episode JSONL, e.g. from ``reasonlab collect`` against a strong
+model). The α sweep is ``alphas`` (ours, α = α_p − β_p) or ``entro_alphas`` (the paper's α_p, with
+``preference.pref_beta``); α = 0 is plain DPO/KTO and must be in the sweep: every α > 0 is compared
+with it. ``losses`` picks the families: ``dpo``, ``kto`` (our derivation) and ``kto-released``
+(the authors' released EntroPO-KTO, entropy only in the reference point; its α = 0 is KTO).
+
+Seeds vary preference training (pair sampling, data order) and evaluation (test problems and
+sampling); the data and the starting checkpoint are the same for all. Outputs: ``results.csv`` (a
+row per method, α and seed, SFT included), ``summary.csv`` (mean and sd over seeds), ``passk.json``
+and ``tts_curves.json`` (full curves), ``report.md``/``report.html`` (comparisons as paired
+differences over seeds, mean ± sd) and plots: ``pass_at_k.png``, ``tts.png`` (selectors per method),
+``tts_alpha.png`` (selectors per loss and α) and ``alpha.png`` (pass@k, entropy and diversity vs α).
+Every stage is skipped when its output is complete, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -15,119 +29,315 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import math
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import append_jsonl, read_episodes
 from reasonlab.experiments.behaviors import TinyModelSpec, _html
 
+LOSSES = ("dpo", "kto", "kto-released")
+SELECTOR_NAMES = ("majority", "verifier", "hybrid", "random", "oracle")
+# set by the experiment for every run; a recipe's `preference` may not set them
+_RUN_FIELDS = ("model", "data", "out", "method", "alpha", "entro_alpha", "kto_form", "seed")
 
-class Method(Strict):
-    name: str
-    method: str = "dpo"  # dpo | kto
-    alpha: float = 0.0
+
+class VerifierSpec(Strict):
+    steps: int = Field(100, ge=0, description="TRL RewardTrainer steps; 0 = no verifier")
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(512, ge=16)
+
+
+class TTSSpec(Strict):
+    Ns: list[int] | None = Field(None, description="N values; default 1, 2, 4, … up to eval_n (and eval_n)")
+    selectors: list[Literal["majority", "verifier", "hybrid", "random", "oracle", "weighted"]] = Field(
+        default_factory=lambda: list(SELECTOR_NAMES))
+    draws: int = Field(3, ge=1, description="random candidate subsets per N (within a run)")
+    verifier_threshold: float = Field(0.05, ge=0, lt=1, description="hybrid: verifier p(YES) filter")
+    tie_break: Literal["longest", "shortest"] = Field("longest", description="hybrid: length tie-break")
 
 
 class EntroPORecipe(Strict):
     name: str = "entropo"
-    base_model: str = "tiny"
+    base_model: str = Field("tiny", description="model the SFT stage starts from: 'tiny' (created from `tiny`), "
+                                                "an embedded name or a local HF folder (a pretrained organism)")
+    start_model: str | None = Field(None, description="a ready starting checkpoint (local HF folder, e.g. an "
+                                                      "organism fine-tuned on teacher data): skips the SFT stage")
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
     task_args: dict[str, Any] = Field(default_factory=lambda: {"min_numbers": 3, "max_numbers": 3})
     teacher_traces: int = Field(256, ge=0, description="synthetic correct traces: SFT data, and 'chosen' data")
-    sft: dict[str, Any] = Field(default_factory=dict)
+    teacher_episodes: list[str] = Field(default_factory=list, description="Episode JSONL files of teacher "
+                                        "trajectories: their correct ones are SFT data; all join the preference data")
+    teacher_in_preference: bool = Field(True, description="teacher trajectories join the preference data")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFTSettings fields")
     collect_problems: int = Field(64, ge=1)
     collect_n: int = Field(4, ge=1)
     sampling: dict[str, Any] = Field(default_factory=lambda: {"temperature": 1.0, "max_new_tokens": 256})
-    methods: list[Method] = Field(default_factory=lambda: [
-        Method(name="dpo"), Method(name="entropo-dpo", alpha=0.01),
-        Method(name="kto", method="kto"), Method(name="entropo-kto", method="kto", alpha=0.01)])
+    losses: list[Literal["dpo", "kto", "kto-released"]] = Field(default_factory=lambda: ["dpo", "kto"],
+                                                               min_length=1)
+    alphas: list[float] | None = Field(None, description="α sweep, ours (α = entro_alpha − pref_beta); 0 = DPO/KTO")
+    entro_alphas: list[float] | None = Field(None, description="α sweep in the paper's α_p, with preference.pref_beta")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     preference: dict[str, Any] = Field(default_factory=dict, description="PreferenceSettings fields shared by all")
+    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
+    tts: TTSSpec = Field(default_factory=TTSSpec)
     eval_limit: int = Field(32, ge=1)
     eval_n: int = Field(8, ge=1)
+    report_alpha: float | None = Field(None, description="α shown in tts.png (default: the largest)")
+    keep_checkpoints: bool = Field(False, description="keep each run's intermediate checkpoints")
     seed: int = 0
     out: str | None = None
 
+    @model_validator(mode="after")
+    def _check(self):
+        clash = [k for k in _RUN_FIELDS if k in self.preference]
+        if clash:
+            raise ValueError(f"preference.{clash[0]}: set by the experiment for every run; use `losses`, "
+                             "`alphas` (or `entro_alphas`) and `seeds` instead")
+        if self.start_model is not None and not (Path(self.start_model).expanduser() / "config.json").exists():
+            raise ValueError(f"start_model: no Hugging Face model folder at {self.start_model} (config.json "
+                             "missing); give a trained model's folder, or leave it empty to run the SFT stage")
+        for i, path in enumerate(self.teacher_episodes):
+            if not Path(path).exists():
+                raise ValueError(f"teacher_episodes[{i}]: {path} does not exist")
+        if self.tts.Ns and max(self.tts.Ns) > self.eval_n:
+            raise ValueError(f"tts.Ns: N = {max(self.tts.Ns)} needs eval_n >= {max(self.tts.Ns)} samples per problem")
+        self.resolved_alphas()  # raises on a bad sweep
+        return self
 
-def _stage_sft(r: EntroPORecipe, out: Path, base: str, quiet: bool) -> tuple[Path, Path]:
+    def resolved_alphas(self) -> tuple[list[float], float]:
+        """The sweep in our parameterisation, and β (module docstring of reasonlab.train.preference)."""
+        from reasonlab.train.preference import resolve_entropy
+
+        beta, pref_beta = self.preference.get("beta"), self.preference.get("pref_beta")
+        if self.alphas is not None and self.entro_alphas is not None:
+            raise ValueError("alphas and entro_alphas: give the sweep in one parameterisation (alphas: ours, "
+                             "α = entro_alpha − pref_beta; entro_alphas: the paper's, with preference.pref_beta)")
+        if self.entro_alphas is not None:
+            if pref_beta is None:
+                raise ValueError("entro_alphas: the paper's parameterisation needs preference.pref_beta (β_p)")
+            pairs = [resolve_entropy(None, beta, ea, pref_beta, where=f"entro_alphas[{i}]")
+                     for i, ea in enumerate(self.entro_alphas)]
+        else:
+            if pref_beta is not None:
+                raise ValueError("preference.pref_beta is the paper's β_p: use it with entro_alphas, or give "
+                                 "alphas with preference.beta")
+            pairs = [resolve_entropy(a, beta, where=f"alphas[{i}]", warn=False) for i, a in enumerate(self.alphas or [0.0])]
+        alphas = sorted({a for a, _ in pairs})
+        if 0.0 not in alphas:
+            raise ValueError(f"{'entro_alphas' if self.entro_alphas is not None else 'alphas'}: the sweep must "
+                             "include α = 0 (entro_alpha = pref_beta), plain DPO/KTO, the baseline every α is "
+                             "compared with")
+        return alphas, pairs[0][1]
+
+
+class Run(Strict):
+    name: str  # directory name
+    method: str  # sft, dpo, entropo-dpo, kto, entropo-kto, entropo-kto-released
+    loss: str  # sft, dpo, kto, kto-released
+    alpha: float
+    seed: int
+
+
+def plan_runs(r: EntroPORecipe) -> list[Run]:
+    """Every (loss, α, seed) to train, SFT evaluations first. ``kto-released`` at α = 0 is KTO and is
+    not run twice (its α = 0 baseline is the ``kto`` run)."""
+    alphas, _ = r.resolved_alphas()
+    runs = [Run(name=f"sft-s{s}", method="sft", loss="sft", alpha=0.0, seed=s) for s in r.seeds]
+    losses = list(r.losses)
+    baseline_only = "kto-released" in losses and "kto" not in losses
+    if baseline_only:  # KTO at α = 0: the baseline the released form is compared with
+        losses.insert(losses.index("kto-released"), "kto")
+    for loss in losses:
+        for a in alphas:
+            if (loss == "kto-released" and a == 0) or (loss == "kto" and baseline_only and a > 0):
+                continue
+            base = loss.split("-")[0]
+            method = base if a == 0 else f"entropo-{loss}"
+            for s in r.seeds:
+                runs.append(Run(name=f"{method}-a{a:g}-s{s}", method=method, loss=loss, alpha=a, seed=s))
+    return runs
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _stage_sft(r: EntroPORecipe, out: Path, base: str, quiet: bool) -> tuple[Path, list[str]]:
+    """The starting checkpoint and the teacher data files (for the preference data)."""
     from reasonlab.config import validate
     from reasonlab.priming.traces import generate_traces
     from reasonlab.train.sft import SFTSettings, train_sft
 
+    teacher = list(r.teacher_episodes)
     traces = out / "teacher.jsonl"
-    if not traces.exists():
-        eps = generate_traces("all_strategies", r.teacher_traces, seed=r.seed, task_args=r.task_args)
-        append_jsonl(traces.with_suffix(".partial"), eps)
-        traces.with_suffix(".partial").rename(traces)
+    if r.teacher_traces:
+        if not traces.exists():
+            eps = generate_traces("all_strategies", r.teacher_traces, seed=r.seed, task_args=r.task_args)
+            tmp = traces.with_suffix(".partial")
+            tmp.unlink(missing_ok=True)
+            append_jsonl(tmp, eps)
+            tmp.rename(traces)
+        teacher.insert(0, str(traces))
+    if r.start_model is not None:
+        return Path(r.start_model).expanduser(), teacher
+    if not teacher:
+        raise ValueError("no SFT data: set teacher_traces > 0 or teacher_episodes, or give start_model")
     final = out / "sft" / "final"
     if not (final / "config.json").exists():
-        cfg = validate(SFTSettings, {**r.sft, "model": base, "data": [str(traces)], "out": str(out / "sft"),
+        sft = {"only_correct": bool(r.teacher_episodes), **r.sft}  # teacher episodes: rejection sampling
+        cfg = validate(SFTSettings, {**sft, "model": base, "data": teacher, "out": str(out / "sft"),
                                      "seed": r.seed}, "sft")
         train_sft(cfg, show_progress=not quiet)
-    return final, traces
+    if not r.keep_checkpoints:
+        shutil.rmtree(out / "sft" / "checkpoints", ignore_errors=True)
+    return final, teacher
 
 
-def _evaluate(r: EntroPORecipe, model: str, out: Path, split: str, limit: int, n: int, quiet: bool) -> dict:
+def _evaluate(r: EntroPORecipe, model: str, out: Path, split: str, limit: int, n: int, seed: int,
+              quiet: bool) -> dict:
     from reasonlab.config import EvalConfig
     from reasonlab.experiments.evaluate import run_eval
 
     cfg = EvalConfig(task="countdown", task_args=r.task_args, model=model, split=split, limit=limit, n=n,
-                     seed=r.seed, sampling=r.sampling, dtype="fp32", out=str(out))
+                     seed=seed, sampling=r.sampling, dtype="fp32", out=str(out))
     return run_eval(cfg, show_progress=not quiet)
+
+
+def _stage_verifier(r: EntroPORecipe, out: Path, start: Path, data: list[str], console: Any) -> Path | None:
+    """A learned outcome verifier (TRL RewardTrainer from the starting checkpoint) on the collected
+    trajectories; None when it is switched off or the data has no problem with both outcomes."""
+    from reasonlab.analysis.tts import preference_pairs, train_verifier
+
+    path = out / "verifier"
+    if r.verifier.steps == 0:
+        return None
+    if (path / "reasonlab.json").exists():
+        return path
+    eps = [e for f in data for e in read_episodes(f)]
+    if not preference_pairs(eps):
+        console.print("[yellow]no problem has both a correct and an incorrect trajectory: no verifier; the "
+                      "verifier selector is left out and the hybrid runs without its verifier stage[/]")
+        return None
+    v = r.verifier
+    train_verifier(eps, str(start), path, steps=v.steps, lr=v.lr, batch_size=v.batch_size,
+                   max_length=v.max_length, seed=r.seed)
+    return path
+
+
+def _measure(r: EntroPORecipe, run: Run, model: str, out: Path, scorer: Any, quiet: bool) -> dict:
+    """Evaluate one run and measure everything; cached in ``eval/<run>/metrics.json``."""
+    from functools import partial
+
+    from reasonlab.analysis.diversity import diversity_summary
+    from reasonlab.analysis.metrics import group_by_problem, pass_at_k
+    from reasonlab.analysis.tts import SELECTORS, tts_curves
+
+    d = out / "eval" / run.name
+    cached = d / "metrics.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    s = _evaluate(r, model, d, "test", r.eval_limit, r.eval_n, run.seed, quiet)
+    eps = read_episodes(d / "episodes" / "eval.jsonl")
+    _add_token_entropy(model, eps, r.sampling.get("temperature", 1.0))
+    groups = group_by_problem(eps)
+    n = min(len(g) for g in groups.values())
+    passk = [sum(pass_at_k(len(g), sum(e.correct for e in g), k) for g in groups.values()) / len(groups)
+             for k in range(1, n + 1)]
+    div = diversity_summary(eps)
+    sels = {}
+    for name in r.tts.selectors:
+        if name in ("verifier",) and scorer is None:
+            continue
+        fn = SELECTORS[name]
+        if name == "hybrid":
+            fn = partial(fn, verifier_threshold=r.tts.verifier_threshold, tie_break=r.tts.tie_break)
+        sels[name] = fn
+    Ns = r.tts.Ns or sorted({*(2**i for i in range(int(math.log2(n)) + 1)), n})
+    curves = tts_curves(groups, sels, Ns=[N for N in Ns if N <= n], seeds=tuple(range(r.tts.draws)),
+                        scorer=scorer)
+    row: dict[str, Any] = {"run": run.name, "method": run.method, "loss": run.loss, "alpha": run.alpha,
+                           "seed": run.seed, "accuracy": s["accuracy"], "format_rate": s["format_rate"],
+                           "mean_length": s["mean_generated_tokens"]}
+    row.update({f"pass@{k}": passk[k - 1] for k in sorted({*(2**i for i in range(int(math.log2(n)) + 1)), n})})
+    for k, v in div.items():  # None (e.g. distinct correct when nothing is solved) stays an empty cell
+        if k not in ("problems", "samples", "mode", "episodes_with_entropy"):
+            row[f"div/{k}"] = v
+    for name, ys in curves["accuracy"].items():
+        row[f"tts/{name}@{curves['Ns'][-1]}"] = ys[-1]
+    result = {"row": row, "passk": passk, "curves": curves}
+    tmp = cached.with_suffix(".partial")
+    tmp.write_text(json.dumps(result, default=str))
+    tmp.rename(cached)  # complete or absent: an interrupted run measures again
+    return result
 
 
 def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
     from rich.console import Console
 
-    from reasonlab.analysis.diversity import diversity_summary
-    from reasonlab.analysis.tts import SELECTORS, tts_curves
+    from reasonlab.analysis.tts import VerifierScorer
     from reasonlab.config import validate
     from reasonlab.experiments.behaviors import ensure_base_model
-    from reasonlab.train.preference import PreferenceSettings, train_preference
+    from reasonlab.train.preference import PreferenceSettings, describe_entropy, train_preference
 
     quiet = not show_progress
     console = Console(stderr=True)
     out = Path(r.out or f"runs/{r.name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(dump_yaml(r))
-    base = ensure_base_model(r, out)  # type: ignore[arg-type]  (same fields: base_model, tiny, task_args, seed)
-    console.rule("[bold]SFT on teacher traces")
-    sft_final, teacher = _stage_sft(r, out, base, quiet)
-    console.rule("[bold]collect trajectories from the SFT model")
-    _evaluate(r, str(sft_final), out / "collect", "train", r.collect_problems, r.collect_n, quiet)
+    alphas, beta = r.resolved_alphas()
+    runs = plan_runs(r)
+    console.print(f"[bold]{r.name}[/]: {len(runs) - len(r.seeds)} preference runs ({', '.join(r.losses)}) × α "
+                  f"{alphas} × seeds {r.seeds}, same data and {r.preference.get('max_steps', 'epochs')} steps each")
+    for a in alphas:
+        console.print(f"  α sweep: {describe_entropy(a, beta)}")
+    base = ensure_base_model(r, out) if r.start_model is None else r.start_model  # type: ignore[arg-type]
+    console.rule("[bold]starting checkpoint" + (" (SFT on teacher data)" if r.start_model is None else ""))
+    start, teacher = _stage_sft(r, out, base, quiet)
+    console.rule("[bold]collect trajectories from the starting policy")
+    _evaluate(r, str(start), out / "collect", "train", r.collect_problems, r.collect_n, r.seed, quiet)
     data = [str(out / "collect" / "episodes" / "eval.jsonl")]
-    if r.teacher_traces:
-        data.append(str(teacher))  # correct teacher trajectories of other problems: desirable/chosen material
-    models = {"sft": str(sft_final)}
-    for m in r.methods:
-        console.rule(f"[bold]{m.name}")
-        final = out / m.name / "final"
-        if not (final / "config.json").exists():
-            cfg = validate(PreferenceSettings, {**r.preference, "model": str(sft_final), "data": data,
-                                                "method": m.method, "alpha": m.alpha, "out": str(out / m.name),
-                                                "seed": r.seed}, m.name)
-            train_preference(cfg)
-        models[m.name] = str(final)
-    rows, curves = [], {}
-    for name, path in models.items():
-        console.rule(f"[bold]evaluate {name}")
-        s = _evaluate(r, path, out / "eval" / name, "test", r.eval_limit, r.eval_n, quiet)
-        eps = read_episodes(out / "eval" / name / "episodes" / "eval.jsonl")
-        _add_token_entropy(path, eps, r.sampling.get("temperature", 1.0))
-        div = diversity_summary(eps)
-        c = tts_curves(eps, {k: SELECTORS[k] for k in ("random", "majority", "oracle")}, seeds=(0, 1, 2))
-        curves[name] = c
-        row = {"method": name, "accuracy": s["accuracy"], "format_rate": s["format_rate"],
-               "mean_length": s["mean_generated_tokens"]}
-        row.update({f"pass@{k}": v for k, v in s["pass@k"].items()})
-        for k, v in div.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                row[f"div/{k}"] = v
-        row[f"tts/majority@{c['Ns'][-1]}"] = c["accuracy"]["majority"][-1]
-        rows.append(row)
-    return _write_outputs(out, r, rows, curves)
+    if r.teacher_in_preference:
+        data += teacher
+    console.rule("[bold]verifier")
+    vpath = _stage_verifier(r, out, start, data[:1], console)
+    scorer = VerifierScorer(vpath) if vpath is not None else None
+    results = []
+    for i, run in enumerate(runs, 1):
+        console.rule(f"[bold][{i}/{len(runs)}] {run.method}  α={run.alpha:g}  seed {run.seed}")
+        model = str(start)
+        if run.loss != "sft":
+            final = out / run.name / "final"
+            if not (final / "config.json").exists():
+                cfg = validate(PreferenceSettings, {
+                    **r.preference, "model": str(start), "data": data, "method": run.loss.split("-")[0],
+                    "alpha": run.alpha, "beta": beta, "pref_beta": None,
+                    "kto_form": "released" if run.loss == "kto-released" else "derived",
+                    "out": str(out / run.name), "seed": run.seed}, run.name)
+                train_preference(cfg, show_progress=show_progress)
+            if not r.keep_checkpoints:
+                shutil.rmtree(out / run.name / "checkpoints", ignore_errors=True)
+            model = str(final)
+        results.append(_measure(r, run, model, out, scorer, quiet))
+    _data_report(out, runs)
+    return write_outputs(out, r, results, beta)
+
+
+def _data_report(out: Path, runs: list[Run]) -> None:
+    """Pair and label counts by source, from the first DPO and KTO runs' preference_state.json."""
+    seen = {}
+    for run in runs:
+        state = out / run.name / "preference_state.json"
+        kind = run.loss.split("-")[0]
+        if kind in ("dpo", "kto") and kind not in seen and state.exists():
+            s = json.loads(state.read_text())
+            seen[kind] = {k: s.get(k) for k in ("episodes", "correct", "pairs", "pairs_by_source", "desirable",
+                                                "undesirable", "labels_by_source", "examples") if k in s}
+    (out / "data_stats.json").write_text(json.dumps(seen, indent=1))
 
 
 def _add_token_entropy(model_path: str, eps: list, temperature: float) -> None:
@@ -145,48 +355,251 @@ def _add_token_entropy(model_path: str, eps: list, temperature: float) -> None:
             e.stats["mean_token_entropy"] = h
 
 
-def _write_outputs(out: Path, r: EntroPORecipe, rows: list[dict], curves: dict) -> Path:
+# ----------------------------------------------------------------------------- aggregation and report
+
+KEY_METRICS = ("pass@1", "div/mean_token_entropy", "div/distinct_answers", "div/distinct_correct",
+               "div/mean_pairwise_distance")
+
+
+def mean_sd(xs: list[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean, sample sd (0 for one value) and count of the values that are not None/NaN."""
+    v = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return None, None, 0
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return m, sd, len(v)
+
+
+def _fmt(m: float | None, sd: float | None, signed: bool = False) -> str:
+    if m is None:
+        return "–"
+    return f"{m:+.3f} ± {sd:.3f}" if signed else f"{m:.3f} ± {sd:.3f}"
+
+
+def _groups(results: list[dict]) -> dict[tuple[str, str, float], list[dict]]:
+    """Results grouped by (method, loss, α), in run order."""
+    out: dict[tuple[str, str, float], list[dict]] = {}
+    for res in results:
+        row = res["row"]
+        out.setdefault((row["method"], row["loss"], row["alpha"]), []).append(res)
+    return out
+
+
+def paired_differences(results: list[dict], metric: str) -> list[dict]:
+    """Every (method, α) against its baseline, paired by seed: α > 0 against the same loss at α = 0
+    (``kto-released`` against ``kto``), α = 0 against SFT. Mean ± sd of the per-seed differences."""
+    by = {(res["row"]["loss"], res["row"]["alpha"], res["row"]["seed"]): res["row"] for res in results}
+    rows = []
+    for (method, loss, alpha), group in _groups(results).items():
+        if loss == "sft":
+            continue
+        base_key = ("sft", 0.0) if alpha == 0 else ("kto" if loss == "kto-released" else loss, 0.0)
+        diffs = []
+        for res in group:
+            b = by.get((*base_key, res["row"]["seed"]))
+            x, y = res["row"].get(metric), b.get(metric) if b else None
+            if x is not None and y is not None:
+                diffs.append(x - y)
+        m, sd, n = mean_sd(diffs)
+        rows.append({"method": method, "alpha": alpha, "baseline": "sft" if alpha == 0 else f"{base_key[0]} α=0",
+                     "metric": metric, "mean": m, "sd": sd, "seeds": n})
+    return rows
+
+
+def write_outputs(out: Path, r: EntroPORecipe, results: list[dict], beta: float) -> Path:
+    rows = [res["row"] for res in results]
+    for row in rows:
+        row["beta"] = beta
+        row["entro_alpha"] = round(row["alpha"] + beta, 12) if row["loss"] != "sft" else None
+    cols: list[str] = []
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    first = ["run", "method", "loss", "alpha", "entro_alpha", "beta", "seed"]
+    cols = first + [c for c in cols if c not in first]
+    _write_csv(out / "results.csv", cols, rows)
+    metrics = [c for c in cols if c not in first]
+    summary = []
+    for (method, loss, alpha), group in _groups(results).items():
+        s = {"method": method, "loss": loss, "alpha": alpha, "seeds": len(group)}
+        for c in metrics:
+            m, sd, _ = mean_sd([g["row"].get(c) for g in group])
+            s[f"{c} mean"], s[f"{c} sd"] = m, sd
+        summary.append(s)
+    _write_csv(out / "summary.csv", list(summary[0]), summary)
+    (out / "passk.json").write_text(json.dumps({res["row"]["run"]: res["passk"] for res in results}))
+    (out / "tts_curves.json").write_text(json.dumps({res["row"]["run"]: res["curves"] for res in results},
+                                                    default=str))
+    plots = plot_all(out, r, results)
+    (out / "report.md").write_text(_report(out, r, results, summary, beta, plots))
+    md = (out / "report.md").read_text()
+    for p in plots:
+        data = base64.b64encode(p.read_bytes()).decode()
+        md = md.replace(f"![{p.stem}]({p.name})", f'<img alt="{p.stem}" src="data:image/png;base64,{data}">')
+    (out / "report.html").write_text(_html(r.name, md))
+    return out
+
+
+def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (round(v, 4) if isinstance(v, float) else ("" if v is None else v))
+                        for k, v in row.items() if k in cols})
+
+
+def _report(out: Path, r: EntroPORecipe, results: list[dict], summary: list[dict], beta: float,
+            plots: list[Path]) -> str:
+    from reasonlab.train.preference import describe_entropy
+
+    nmax = results[0]["curves"]["Ns"][-1]
+    alphas, _ = r.resolved_alphas()
+    lines = [f"# {r.name}", "",
+             f"From one starting checkpoint ({r.start_model or 'SFT of ' + r.base_model}), {', '.join(r.losses)} "
+             f"with α ∈ {alphas} (β = {beta:g}) on the same data for the same steps, seeds {r.seeds}; each run "
+             f"evaluated on {r.eval_limit} test problems × {r.eval_n} samples. Values are mean ± sd over seeds.", ""]
+    lines += [f"- α = {a:g}: {describe_entropy(a, beta)}" for a in alphas]
+    vmeta = out / "verifier" / "reasonlab.json"
+    if vmeta.exists():
+        vline = (f"Learned verifier: trained from the starting checkpoint on {json.loads(vmeta.read_text())['pairs']}"
+                 " (correct, incorrect) pairs of the collected trajectories.")
+    else:
+        vline = ("Learned verifier: none (switched off, or no collected problem had both a correct and an "
+                 "incorrect trajectory): no verifier curve, and the hybrid runs without its verifier stage.")
+    lines += ["", vline]
+    stats = out / "data_stats.json"
+    if stats.exists():
+        lines += ["", f"Preference data: `{stats.read_text().strip()}`".replace("\n", " ")]
+    show = ["pass@1", f"pass@{r.eval_n}", "div/mean_token_entropy", "div/distinct_answers", "div/distinct_correct",
+            "div/mean_pairwise_distance"] + [f"tts/{s}@{nmax}" for s in r.tts.selectors]
+    show = [c for c in show if f"{c} mean" in summary[0]]
+    lines += ["", "## Results", "", "| method | α | " + " | ".join(show) + " |", "|---|---|" + "---|" * len(show)]
+    for s in summary:
+        cells = [_fmt(s[f"{c} mean"], s[f"{c} sd"]) for c in show]
+        lines.append(f"| {s['method']} | {s['alpha']:g} | " + " | ".join(cells) + " |")
+    lines += ["", "## Differences, paired by seed", "",
+              "Each method against its baseline (α > 0: the same loss at α = 0, the released KTO against KTO; "
+              "α = 0: the starting checkpoint), per-seed difference mean ± sd.", "",
+              "| method | α | baseline | " + " | ".join(show) + " |", "|---|---|---|" + "---|" * len(show)]
+    diffs = {c: paired_differences(results, c) for c in show}
+    for i, d in enumerate(diffs[show[0]]):
+        cells = [_fmt(diffs[c][i]["mean"], diffs[c][i]["sd"], signed=True) for c in show]
+        lines.append(f"| {d['method']} | {d['alpha']:g} | {d['baseline']} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
+    lines += ["", "Data: results.csv (a row per run), summary.csv, passk.json (k = 1…n), tts_curves.json."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _band(ax, x, runs: list[list[float | None]], label: str, **kw) -> None:
+    """Mean line and ± sd band over seeds of equally long curves."""
+    stats = [mean_sd([c[i] for c in runs]) for i in range(len(x))]
+    m = [s[0] if s[0] is not None else math.nan for s in stats]
+    sd = [s[1] if s[1] is not None else 0.0 for s in stats]
+    line, = ax.plot(x, m, label=label, **kw)
+    ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], alpha=0.15,
+                    color=line.get_color())
+
+
+def plot_all(out: Path, r: EntroPORecipe, results: list[dict]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reasonlab.analysis.tts import plot_tts_curves
+    groups = _groups(results)
+    alphas, _ = r.resolved_alphas()
+    losses = [loss for loss in ("dpo", "kto", "kto-released") if any(k[1] == loss for k in groups)]
+    cmap = plt.get_cmap("viridis")
+    color = {a: cmap(i / max(1, len(alphas) - 1)) for i, a in enumerate(alphas)}
+    sft = next((g for k, g in groups.items() if k[1] == "sft"), [])
+    paths = []
 
-    cols: list[str] = []
-    for row in rows:
-        cols += [k for k in row if k not in cols]
-    with (out / "results.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
-    (out / "tts_curves.json").write_text(json.dumps(curves, default=str))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    for name, c in curves.items():
-        axes[0].plot(c["Ns"], c["pass@N"], marker="o", label=name)
-        axes[1].plot(c["Ns"], c["accuracy"]["majority"], marker="o", label=name)
-    for ax, t in zip(axes, ("oracle pass@N", "majority-vote accuracy")):
-        ax.set(xscale="log", xlabel="N samples", title=t)
-        ax.set_xscale("log", base=2)
+    # pass@k: a panel per loss, a line per α, SFT dashed
+    fig, axes = plt.subplots(1, len(losses), figsize=(4.6 * len(losses), 3.8), squeeze=False, sharey=True)
+    for ax, loss in zip(axes[0], losses):
+        if sft:
+            _band(ax, range(1, len(sft[0]["passk"]) + 1), [g["passk"] for g in sft], "SFT", color="k", ls="--")
+        for (method, lo, a), g in groups.items():
+            if lo == loss or (loss == "kto-released" and lo == "kto" and a == 0):
+                _band(ax, range(1, len(g[0]["passk"]) + 1), [x["passk"] for x in g], f"α={a:g}", color=color[a])
+        ax.set(title=loss, xlabel="k", ylim=(0, 1.02))
+        ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= len(results[0]["passk"])]
+        if len(ks) > 1:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ks, [str(k) for k in ks])
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("pass@k (unbiased; ± sd over seeds)")
     fig.tight_layout()
-    fig.savefig(out / "tts.png")
+    paths.append(_save(fig, out / "pass_at_k.png"))
+
+    # TTS: a panel per method (EntroPO at report_alpha), a line per selector
+    show_a = r.report_alpha if r.report_alpha is not None else alphas[-1]
+    panels = [(f"{k[0]}" + (f" α={k[2]:g}" if k[2] else ""), g) for k, g in groups.items()
+              if k[2] in (0.0, show_a)]
+    paths.append(_tts_grid(plt, out / "tts.png", panels, ncols=min(3, len(panels))))
+    # TTS for every loss and α
+    grid = [(f"{k[0]} α={k[2]:g}", g) for k, g in groups.items() if k[1] != "sft"]
+    paths.append(_tts_grid(plt, out / "tts_alpha.png", grid, ncols=len(alphas)))
+
+    # metrics vs α
+    nmax = results[0]["curves"]["Ns"][-1]
+    mets = ["pass@1", f"pass@{r.eval_n}", "div/mean_token_entropy", "div/distinct_answers",
+            "div/distinct_correct", "div/mean_pairwise_distance", f"tts/hybrid@{nmax}", f"tts/majority@{nmax}"]
+    mets = [m for m in mets if m in results[0]["row"]]
+    fig, axes = plt.subplots(2, math.ceil(len(mets) / 2), figsize=(3.6 * math.ceil(len(mets) / 2), 6.4),
+                             squeeze=False)
+    for ax, met in zip(axes.flat, mets):
+        for loss in losses:
+            pts = [(k[2], mean_sd([x["row"].get(met) for x in g])) for k, g in groups.items()
+                   if k[1] == loss or (loss == "kto-released" and k[1] == "kto" and k[2] == 0)]
+            pts = [(a, s) for a, s in sorted(pts, key=lambda p: p[0]) if s[0] is not None]
+            if pts:
+                ax.errorbar([a for a, _ in pts], [s[0] for _, s in pts], yerr=[s[1] for _, s in pts],
+                            marker="o", capsize=3, label=loss)
+        if sft:
+            m, _, _ = mean_sd([x["row"].get(met) for x in sft])
+            if m is not None:
+                ax.axhline(m, color="k", ls="--", lw=1, label="SFT")
+        positive = [a for a in alphas if a > 0]
+        ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+        ax.set(title=met.replace("div/", ""), xlabel="α")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(mets):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save(fig, out / "alpha.png"))
+    return paths
+
+
+def _tts_grid(plt, path: Path, panels: list[tuple[str, list[dict]]], ncols: int) -> Path:
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
+    for ax, (title, group) in zip(axes.flat, panels):
+        Ns = group[0]["curves"]["Ns"]
+        for name in group[0]["curves"]["accuracy"]:
+            _band(ax, Ns, [g["curves"]["accuracy"][name] for g in group], name, marker="o", markersize=3)
+        ax.set(title=title, xlabel="N", ylim=(0, 1.02))
+        if max(Ns) > 1:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(Ns, [str(n) for n in Ns])
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("selected accuracy (± sd over seeds)")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    plots = [out / "tts.png"]
-    for name, c in curves.items():
-        plot_tts_curves(c, out / f"tts-{name}.png", title=name)
-    lines = [f"# {r.name}", "", "From one SFT checkpoint, DPO / KTO and their EntroPO variants on the same data; "
-             f"evaluated on {r.eval_limit} test problems × {r.eval_n} samples.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row.get(k):.3f}" if isinstance(row.get(k), float) else str(row.get(k, ""))
-                                       for k in cols) + " |")
-    lines += ["", "![tts](tts.png)", "", "Per-method selector curves: tts-<method>.png; data: results.csv, tts_curves.json."]
-    md = "\n".join(lines)
-    (out / "report.md").write_text(md + "\n")
-    data = base64.b64encode(plots[0].read_bytes()).decode()
-    (out / "report.html").write_text(_html(r.name, md.replace("![tts](tts.png)",
-                                                             f'<img alt="tts" src="data:image/png;base64,{data}">')))
-    return out
+    return path

@@ -11,6 +11,14 @@ Since H(π, π_ref) = H(π) + KL(π‖π_ref), this is
 α = 0 (the paper's α_p = β_p) is the KL-regularised objective behind DPO and KTO; α > 0 is the extra
 entropy bonus. (The paper's α_p = 0 would be no entropy at all: a deterministic argmax policy.)
 
+Two parameterisations, one objective. Every entry point (the trainer configs, ``PreferenceSettings``,
+``reasonlab train pref``, the ``entropo`` recipe) takes either ours, ``alpha``/``beta`` (α, β above),
+or the paper's, ``entro_alpha``/``pref_beta`` (α_p, β_p, the names of its released configs), and
+:func:`resolve_entropy` turns the paper's into ours: α = entro_alpha − pref_beta, β = pref_beta. The
+paper's ``entro_alpha 0.11, pref_beta 0.1`` is α = 0.01, β = 0.1; typing 0.11 as ``alpha`` would
+give eleven times the paper's entropy bonus (a warning says so whenever α ≥ β). Giving both forms is
+an error unless they agree; the resolved pair is logged in both forms (:func:`describe_entropy`).
+
 Optimal policy and implicit reward. Maximising J for each x gives, with τ = β/(β+α),
 
     π*(y|x) = π_ref(y|x)^τ · exp(u(x, y)/(β+α)) / Z(x)
@@ -42,6 +50,19 @@ H(π, π_ref) is estimated by −mean over the batch of log π_ref(y_i|x_i) (a c
 
     r(y) − z₀ = (β+α)·[log π(y) − (τ·log π_ref(y) + (1−τ)·mean_batch log π_ref) − KL̂]
 
+Released EntroPO-KTO (``kto_form="released"``). The authors' released code differs from this
+derivation: its per-example reward has no entropy term, r(y) = β·log(π(y)/π_ref(y)) (TRL's), and the
+entropy enters only through the reference point, the same z₀ = β·KL(π‖π_ref) − α·H(π) as above:
+
+    r(y) − z₀ = β·[log π(y) − log π_ref(y)] − (β+α)·KL̂ − α·mean_batch log π_ref
+
+Its optimum is no longer the tempered policy (z₀ is a detached constant per batch, so α only shifts
+the point desirable and undesirable trajectories are measured against: at π = π_ref, every
+desirable example's logit is −α·mean log π_ref > 0). Reconstructed from the paper's description of
+the released code; offered to compare against, not as the default. Implemented as TRL's KTO loss
+with β unchanged and the reference log-probs shifted by (α/β)·(KL̂ + mean_batch log π_ref), KL̂ being
+TRL's estimate (computed once more, without gradient, to know the shift).
+
 Implementation. Both losses are TRL's own, with β ← β+α and the reference log-probs replaced by the
 tempered reference of :func:`tempered_reference` (DPO: τ·log π_ref; KTO: τ·log π_ref + (1−τ)·batch
 mean). With α = 0, τ = 1 and nothing changes: the losses are TRL's DPO ("sigmoid") and KTO exactly.
@@ -72,6 +93,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -154,6 +176,54 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
+PAPER_EXAMPLE = "the paper's entro_alpha=0.11, pref_beta=0.1 is alpha=0.01, beta=0.1"
+
+
+def resolve_entropy(alpha: float | None = None, beta: float | None = None, entro_alpha: float | None = None,
+                    pref_beta: float | None = None, *, where: str = "", warn: bool = True) -> tuple[float, float]:
+    """(α, β) in our parameterisation from either ours (``alpha``, ``beta``) or the paper's
+    (``entro_alpha`` = α_p, ``pref_beta`` = β_p in α_p·H(π) − β_p·H(π, π_ref)); module docstring.
+
+    ``None`` means "not given" (defaults: α = 0, β = 0.1). The paper's form needs both of its numbers
+    and entro_alpha >= pref_beta (α_p = β_p is plain DPO/KTO; below it the objective rewards *less*
+    entropy than DPO, which these losses do not implement). Giving both forms is refused unless
+    they describe the same objective. ``warn=False`` drops the warning about α >= β (a sweep that
+    means it).
+    """
+    at = f"{where}: " if where else ""
+    if entro_alpha is None and pref_beta is None:
+        a, b = (0.0 if alpha is None else float(alpha)), (0.1 if beta is None else float(beta))
+        if not (math.isfinite(b) and b > 0):
+            raise ValueError(f"{at}beta must be > 0, got {b}")
+        a = _check_alpha(a)
+        if a >= b and warn:
+            log.warning("%salpha=%g >= beta=%g: alpha is reasonlab's α = α_p − β_p, the entropy bonus on top "
+                        "of DPO/KTO (%s). To give the paper's numbers, set entro_alpha and pref_beta instead.",
+                        at, a, b, PAPER_EXAMPLE)
+        return a, b
+    if entro_alpha is None or pref_beta is None:
+        raise ValueError(f"{at}the paper's parameterisation needs both entro_alpha (α_p) and pref_beta (β_p); "
+                         f"got entro_alpha={entro_alpha}, pref_beta={pref_beta} ({PAPER_EXAMPLE})")
+    if not (math.isfinite(pref_beta) and pref_beta > 0 and math.isfinite(entro_alpha)):
+        raise ValueError(f"{at}pref_beta must be > 0 and entro_alpha finite; got {pref_beta}, {entro_alpha}")
+    if entro_alpha < pref_beta - 1e-12:
+        raise ValueError(f"{at}entro_alpha={entro_alpha} < pref_beta={pref_beta}: α = entro_alpha − pref_beta "
+                         "would be negative (less entropy than plain DPO/KTO), which is not implemented; "
+                         f"entro_alpha = pref_beta is plain DPO/KTO ({PAPER_EXAMPLE})")
+    a, b = round(entro_alpha - pref_beta, 12), float(pref_beta)
+    if (alpha is not None and abs(alpha - a) > 1e-9) or (beta is not None and abs(beta - b) > 1e-9):
+        raise ValueError(f"{at}both parameterisations given and they disagree: alpha={alpha}, beta={beta} "
+                         f"(ours) vs entro_alpha={entro_alpha}, pref_beta={pref_beta} (the paper's, = alpha={a}, "
+                         f"beta={b}); give one of them ({PAPER_EXAMPLE})")
+    return a, b
+
+
+def describe_entropy(alpha: float, beta: float) -> str:
+    """Both parameterisations of one setting, for logs and reports."""
+    return (f"alpha={alpha:g}, beta={beta:g} (reasonlab: E[u] − β·KL + α·H) = entro_alpha={alpha + beta:g}, "
+            f"pref_beta={beta:g} (paper: α_p·H(π) − β_p·H(π, π_ref))")
+
+
 def _tokenizer(processing_class: Any) -> Any:
     if processing_class is None:
         raise ValueError("pass processing_class: the tokenizer the dataset was tokenized with")
@@ -163,14 +233,48 @@ def _tokenizer(processing_class: Any) -> Any:
     return tok
 
 
+_PAPER_HELP = ("The paper's α_p (with pref_beta = β_p): α = entro_alpha − pref_beta, β = pref_beta. "
+               "Leave alpha at 0 (or give the same objective).")
+
+
+def _resolve_config(cfg: Any) -> None:
+    """Fold the paper's entro_alpha/pref_beta into alpha/beta (the dataclass cannot tell a β left at
+    TRL's default from one typed in: a β equal to 0.1 counts as not given)."""
+    if cfg.entro_alpha is None and cfg.pref_beta is None:
+        return
+    cfg.alpha, cfg.beta = resolve_entropy(cfg.alpha or None, None if cfg.beta == 0.1 else cfg.beta,
+                                          cfg.entro_alpha, cfg.pref_beta, where=type(cfg).__name__)
+    log.info("%s: %s", type(cfg).__name__, describe_entropy(cfg.alpha, cfg.beta))
+
+
 @dataclass
 class EntroPODPOConfig(DPOConfig):
     alpha: float = field(default=0.0, metadata={"help": "EntroPO entropy coefficient α >= 0; 0 = TRL's DPO."})
+    entro_alpha: float | None = field(default=None, metadata={"help": _PAPER_HELP})
+    pref_beta: float | None = field(default=None, metadata={"help": "The paper's β_p (see entro_alpha)."})
+
+    def __post_init__(self):
+        _resolve_config(self)
+        super().__post_init__()
 
 
 @dataclass
 class EntroPOKTOConfig(KTOConfig):
     alpha: float = field(default=0.0, metadata={"help": "EntroPO entropy coefficient α >= 0; 0 = TRL's KTO."})
+    entro_alpha: float | None = field(default=None, metadata={"help": _PAPER_HELP})
+    pref_beta: float | None = field(default=None, metadata={"help": "The paper's β_p (see entro_alpha)."})
+    kto_form: str = field(default="derived", metadata={
+        "help": "'derived': entropy in the per-example reward and the reference point (ours); 'released': "
+                "only in the reference point, as the authors' released code."})
+
+    def __post_init__(self):
+        if self.kto_form not in KTO_FORMS:
+            raise ValueError(f"kto_form must be one of {KTO_FORMS}, got {self.kto_form!r}")
+        _resolve_config(self)
+        super().__post_init__()
+
+
+KTO_FORMS = ("derived", "released")
 
 
 class EntroPODPOTrainer(DPOTrainer):
@@ -246,8 +350,14 @@ class EntroPOKTOTrainer(KTOTrainer):
         super().__init__(model, ref_model=ref_model, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
-        self.tau = self.args.beta / (self.args.beta + self.alpha)
-        self.beta = self.args.beta + self.alpha  # TRL's β slot holds the EntroPO inverse temperature β+α
+        self.kto_form = getattr(args, "kto_form", "derived")
+        if self.kto_form == "released":
+            if self.alpha and not self.calculate_KL:
+                raise ValueError("the released EntroPO-KTO form needs TRL's KL estimate (loss_type='kto')")
+            self.tau = 1.0  # per-example reward is TRL's β·log(π/π_ref); α only moves the reference point
+        else:
+            self.tau = self.args.beta / (self.args.beta + self.alpha)
+            self.beta = self.args.beta + self.alpha  # TRL's β slot holds the EntroPO inverse temperature β+α
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if "completion_policy_mask" not in _columns(dataset):
@@ -276,11 +386,22 @@ class EntroPOKTOTrainer(KTOTrainer):
             ref, ref_kl = inputs["ref_logps"], inputs.get("ref_KL_logps")
         else:
             ref, ref_kl = self.compute_ref_log_probs(_reference(self), inputs)
-        inputs["ref_logps"] = tempered_reference(ref, self.tau, centered=True)
+        if self.kto_form == "released" and self.alpha:
+            inputs["ref_logps"] = ref + self.alpha / self.beta * (self._kl_estimate(model, inputs, ref_kl)
+                                                                  + ref.mean())
+        else:
+            inputs["ref_logps"] = tempered_reference(ref, self.tau, centered=True)
         if ref_kl is not None:
             inputs["ref_KL_logps"] = ref_kl  # TRL's KL estimate stays the plain KL(π‖π_ref)
         return _with_given_reference(self, super().compute_loss, model, inputs, return_outputs,
                                      num_items_in_batch)
+
+
+    def _kl_estimate(self, model, inputs, ref_kl: torch.Tensor) -> torch.Tensor:
+        """TRL's KL̂ (mean over mismatched pairs, gathered, clamped at 0), without gradient."""
+        with torch.no_grad():
+            kl = (self._compute_kl_logps(model, inputs) - ref_kl).mean().detach()
+        return self.accelerator.gather_for_metrics(kl).mean().clamp(min=0)
 
 
 def _reference(trainer: DPOTrainer | KTOTrainer) -> torch.nn.Module:
@@ -306,8 +427,14 @@ class PreferenceSettings(Strict):
     data: list[str] = Field(..., description="scored Episode JSONL files")
     out: str = Field("runs/preference", description="run directory")
     method: Literal["dpo", "kto"] = "dpo"
-    alpha: float = Field(0.0, ge=0, description="EntroPO entropy coefficient; 0 = TRL's DPO/KTO")
+    alpha: float = Field(0.0, ge=0, description="EntroPO entropy coefficient (ours: α = α_p − β_p); "
+                                                "0 = TRL's DPO/KTO")
     beta: float = Field(0.1, gt=0, description="KL coefficient")
+    entro_alpha: float | None = Field(None, description="the paper's α_p, with pref_beta, instead of alpha/beta: "
+                                                        "α = entro_alpha − pref_beta (0.11, 0.1 → α = 0.01)")
+    pref_beta: float | None = Field(None, gt=0, description="the paper's β_p (= beta)")
+    kto_form: Literal["derived", "released"] = Field(
+        "derived", description="EntroPO-KTO: 'derived' (ours) or 'released' (entropy only in the reference point)")
     pairing: Literal["random", "all", "hardest"] = Field("random", description="DPO pairs per problem")
     max_pairs_per_problem: int | None = Field(None, ge=1,
                                               description="None = the pairing's default (1; all: no cap)")
@@ -330,6 +457,15 @@ class PreferenceSettings(Strict):
     seed: int = 0
 
     @model_validator(mode="after")
+    def _entropy(self):
+        given = self.model_fields_set
+        alpha, beta = resolve_entropy(self.alpha if "alpha" in given else None,
+                                      self.beta if "beta" in given else None, self.entro_alpha, self.pref_beta)
+        object.__setattr__(self, "alpha", alpha)
+        object.__setattr__(self, "beta", beta)
+        return self
+
+    @model_validator(mode="after")
     def _kto_batch(self):
         if self.method == "kto" and self.batch_size < 2:
             raise ValueError("KTO needs batch_size >= 2: its KL reference point pairs each prompt with "
@@ -347,20 +483,25 @@ def build_preference_dataset(cfg: PreferenceSettings, tokenizer: Any):
         unpaired_to_dataset,
     )
 
-    episodes = []
+    episodes, source = [], {}
     for path in cfg.data:
         if not Path(path).exists():
             raise FileNotFoundError(f"data file {path} does not exist")
-        episodes += read_episodes(path)
+        for e in read_episodes(path):
+            source[id(e)] = Path(path).stem
+            episodes.append(e)
     stats = {"episodes": len(episodes), "correct": sum(e.correct for e in episodes)}
     if cfg.method == "dpo":
         pairs = make_pairs(episodes, cfg.pairing, max_pairs_per_problem=cfg.max_pairs_per_problem,
                            seed=cfg.seed)
         stats["pairs"] = len(pairs)
+        # which data file each side came from, e.g. {"teacher > eval": 97}: chosen from the teacher's file
+        stats["pairs_by_source"] = dict(Counter(f"{source[id(c)]} > {source[id(r)]}" for c, r in pairs))
         return pairs_to_dataset(pairs, tokenizer), stats
     items = make_unpaired(episodes, per_problem=cfg.per_problem, seed=cfg.seed)
     n_d, n_u = sum(label for _, label in items), sum(not label for _, label in items)
-    stats.update(desirable=n_d, undesirable=n_u)
+    stats.update(desirable=n_d, undesirable=n_u, labels_by_source=dict(Counter(
+        f"{source[id(e)]}:{'desirable' if label else 'undesirable'}" for e, label in items)))
     ratio = cfg.desirable_weight * n_d / (cfg.undesirable_weight * n_u) if n_u else math.inf
     if not 1 <= ratio <= 4 / 3:  # Eq. (8) of the KTO paper, as TRL checks it for text datasets
         log.warning("KTO data: %d desirable, %d undesirable; λ_D·n_D/(λ_U·n_U) = %.2f, the KTO paper "
@@ -385,6 +526,8 @@ def train_preference(cfg: PreferenceSettings, *, show_progress: bool = True) -> 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset, stats = build_preference_dataset(cfg, tokenizer)
+    log.warning("%s%s: %s", cfg.method.upper(), f" ({cfg.kto_form} form)" if cfg.method == "kto" else "",
+                describe_entropy(cfg.alpha, cfg.beta))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
@@ -415,7 +558,7 @@ def train_preference(cfg: PreferenceSettings, *, show_progress: bool = True) -> 
         trainer = EntroPODPOTrainer(model=model, args=EntroPODPOConfig(**common), train_dataset=dataset,
                                     processing_class=tokenizer)
     else:
-        args = EntroPOKTOConfig(**common, desirable_weight=cfg.desirable_weight,
+        args = EntroPOKTOConfig(**common, desirable_weight=cfg.desirable_weight, kto_form=cfg.kto_form,
                                 undesirable_weight=cfg.undesirable_weight)
         trainer = EntroPOKTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
@@ -428,7 +571,8 @@ def train_preference(cfg: PreferenceSettings, *, show_progress: bool = True) -> 
     tokenizer.save_pretrained(final)
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     (out / "preference_state.json").write_text(json.dumps({
-        "method": cfg.method, "alpha": cfg.alpha, "beta": cfg.beta, "resumed_from": resumed,
+        "method": cfg.method, "alpha": cfg.alpha, "beta": cfg.beta, "entro_alpha": cfg.alpha + cfg.beta,
+        "pref_beta": cfg.beta, "kto_form": cfg.kto_form if cfg.method == "kto" else None, "resumed_from": resumed,
         "final": str(final),
         "examples": len(trainer.train_dataset), "global_step": trainer.state.global_step, **stats}))
     return final
