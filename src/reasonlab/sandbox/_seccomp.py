@@ -4,7 +4,8 @@ Namespaces, uids and read-only mounts keep the code away from the host's files a
 what is left is the kernel itself. Most kernel exploits start from a few rarely needed
 interfaces, so each execution refuses them (EPERM) before the code runs: new namespaces
 (unshare, setns, clone with CLONE_NEW*: unprivileged user namespaces are the usual door),
-mount, keyrings, bpf, perf_event_open, userfaultfd, io_uring, ptrace, module and kexec loading.
+mount, keyrings, bpf, perf_event_open, userfaultfd, io_uring, ptrace, module and kexec loading;
+and System V IPC and POSIX message queues, whose objects outlive an execution outside every limit.
 clone3 gets ENOSYS, because its flags sit in memory a filter cannot read; glibc then falls back
 to clone. 32-bit and x32 system calls are refused too, so they cannot sidestep the numbers.
 Only x86-64 is covered; elsewhere nothing is installed (and isolation_report says so).
@@ -52,6 +53,27 @@ DENY = {  # x86-64 numbers
     "open_tree": 428,
     "move_mount": 429,
     "mount_setattr": 442,
+    # System V IPC and POSIX message queues: objects that outlive the process that made them,
+    # in memory no rlimit counts. Nothing the preloaded packages or multiprocessing need (POSIX
+    # semaphores and shared memory are files in the execution's private /dev/shm).
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "shmdt": 67,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
+    "semtimedop": 220,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "mq_timedsend": 242,
+    "mq_timedreceive": 243,
+    "mq_notify": 244,
+    "mq_getsetattr": 245,
 }
 CLONE, CLONE3 = 56, 435
 

@@ -76,6 +76,7 @@ def _zygote_config(config: SandboxConfig, launch: isolation.Launch) -> tuple[dic
     limits = {"pool_size", "max_sessions", "max_output_bytes", "memory_mb", "max_procs", "max_file_mb"}
     cfg = {
         **config.model_dump(include=limits | {"preload"}),
+        "tmp_mb": config.disk_mb,
         "workbase": launch.workbase,
         "env": code_env,
         "mounts": launch.mounts,
@@ -113,6 +114,7 @@ class _Zygote:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
                 pass_fds=[theirs.fileno()], env=env, start_new_session=True,
+                cwd=launch.workbase if launch.mode == "none" else "/",  # never the caller's directory
             )  # fmt: skip
         finally:
             theirs.close()
@@ -379,7 +381,8 @@ class Session:
             return zygote, False
         lost = self._sid is not None
         self._sid, self._zygote_ref = uuid.uuid4().hex, zygote
-        zygote.request({"op": "open", "sid": self._sid, "echo": self.echo})
+        cpu = self._sandbox.config.cpu_s or self._sandbox.config.timeout_s
+        zygote.request({"op": "open", "sid": self._sid, "echo": self.echo, "cpu_s": cpu})
         return zygote, lost
 
     def submit(self, code: str, stdin: str = "", *, timeout_s: float | None = None) -> Future:
