@@ -31,7 +31,6 @@ import threading
 import traceback
 import types
 
-import _seccomp
 import _setup
 import _wire
 
@@ -79,7 +78,7 @@ def confine(spec: dict, workdir: str, fds: dict[int, int]) -> None:
     else:  # no uid to switch to (root in a user namespace, say): drop the capabilities themselves
         _drop_capabilities()
     _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # and execve() cannot give them back
-    _seccomp.install()
+    # (the seccomp filter is already on: inherited from the forker, see _seccomp.py)
     _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # the zygote is not dumpable; our own /proc/self must work
     _die_with(spec["parent"])
     os.chdir(workdir)
@@ -246,13 +245,13 @@ def worker_main(spec: dict, workdir: str, fds: dict[int, int]) -> None:
     status = 1
     try:
         confine(spec, workdir, fds)
+        _stdio()  # before the job arrives: off its critical path (fd 0 is replaced under sys.stdin)
         job = _wire.read_frame(4)
         if job is None:  # the zygote is retiring this spare
             os._exit(0)
         os.close(4)
         _set_cpu_limit(job["cpu_s"], lower_hard=True)
         _stdin(job["stdin"])
-        _stdio()
         me = os.getpid()
         status, exc = execute(job["code"], main_namespace())
         _finish_script()

@@ -27,6 +27,7 @@ import socket
 import time
 
 import _child
+import _seccomp
 
 
 def spec(cfg: dict, uid: int | None, cpu_hard: int | None = None) -> dict:
@@ -162,6 +163,8 @@ def spawn_holder(cfg: dict, request: dict) -> tuple[int, str, list[int]]:
 
 def forker_main(sock: socket.socket, cfg: dict) -> None:
     """Serve spawn requests {"uid", "name"} until the zygote goes away; never returns."""
+    _child._libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS, which a filter needs without privileges
+    _seccomp.install()  # once, for every child we fork (see _seccomp.py)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)

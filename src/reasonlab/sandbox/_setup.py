@@ -198,6 +198,7 @@ def seccomp_works() -> bool:
             _libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
             if _seccomp.install():
                 refused = _libc.unshare(0x10000000) == -1 and ctypes.get_errno() == 1  # CLONE_NEWUSER: EPERM
+                refused = refused and _libc.unshare(0x10020000) == -1 and ctypes.get_errno() == 1
                 refused = refused and _libc.syscall(29, 0, 4096, 0o1600) == -1 and ctypes.get_errno() == 1  # shmget
                 thread = threading.Thread(target=lambda: None)
                 thread.start()
@@ -222,8 +223,11 @@ def facts(cfg: dict, base: int | None, ro_failed: list[str], preload_failed: dic
         except OSError:
             visible = set()
         hidden[path] = not visible
+    with open("/proc/self/statm") as f:
+        vsz = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     return {
         "pid": os.getpid(),
+        "vsz_bytes": vsz,
         "uid": os.getuid(),
         "interfaces": interfaces,
         "root_readonly": bool(os.statvfs("/").f_flag & os.ST_RDONLY),

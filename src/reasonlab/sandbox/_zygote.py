@@ -545,6 +545,10 @@ def warm_up(cfg: dict) -> dict:
 
 def main() -> None:
     del sys.path[0]  # our directory: the code must not import our private modules by accident
+    if "site" not in sys.modules:  # the light interpreter runs with -S: .pth files import things
+        import site  # (certifi, setuptools hooks...) that every fork would pay for; its code only
+
+        sys.path += [p for p in site.getsitepackages() if os.path.isdir(p)]  # stdlib names itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as pid 1, a signal without a handler cannot reach us
     _setup._libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace or /proc/pid/mem from same-uid code
     if sys.argv[1] == "--forker":  # a replacement forker: a fresh interpreter (see start_forker)
