@@ -230,7 +230,9 @@ class Zygote(SessionsMixin):
                 self.owners.pop(self.forker_pid, None)
                 self.forker = None
                 self.spawning = 0
-                for s in self.sessions.values():  # its holders died with it (parent-death signal)
+                while self.spares:  # they die with it (parent-death signal): never hand one out
+                    self.discard(self.spares.popleft())  # (reaped by us now, as orphans)
+                for s in self.sessions.values():  # its holders died with it too
                     s.spawning = False
                 self.start_forker(fresh=True)
                 self.request_spares()
