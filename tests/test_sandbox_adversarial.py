@@ -606,11 +606,15 @@ def test_class4_dev_shm_and_tmp_are_private_per_execution(sb, unharmed):
             assert other.run(look, stdin=marker).stdout == "[] []\nlock ok\n"
 
 
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
 def _forker_pid(sb) -> int | None:
     """The main zygote's forker: its child with uid 0 (workers and sessions have their own uids)."""
-    zygote = _descendants(sb._state.zygote.proc.pid)
-    root = min(zygote)  # the zygote itself (the oldest process under the launcher)
-    for pid in _descendants(root):
+    launcher = sb._state.zygote.proc.pid
+    root = _children(launcher)[0]  # the zygote (bwrap/unshare starts only it)
+    for pid in _children(root):
         try:
             status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
         except OSError:
@@ -643,7 +647,7 @@ def test_class5_no_earlier_execution_data_in_a_new_processs_memory(sb, unharmed)
     assert _markers_in(sb.run(SCAN_OWN_MEMORY, timeout_s=30)) & planted == set()
     # The forker is replaced (as if killed by same-uid code): its successor must be clean too.
     forker = _forker_pid(sb)
-    assert forker is not None
+    assert forker is not None, _describe(_descendants(sb._state.zygote.proc.pid))
     os.kill(forker, 9)
     deadline = time.monotonic() + 30
     while _forker_pid(sb) in (None, forker) and time.monotonic() < deadline:

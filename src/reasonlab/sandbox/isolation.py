@@ -3,10 +3,13 @@
 Three ways, strongest first:
 
 - `bwrap` (bubblewrap, a well-kept setuid-free sandbox tool): new pid, net, ipc, uts and mount
-  namespaces; the whole file system read-only; fresh /dev, /proc, and size-limited tmpfs on /tmp
-  and /dev/shm; home directories hidden (except the paths Python itself needs, read-only).
-- `namespaces`: util-linux `unshare` gives the same namespaces and the zygote does the mounts
-  itself (root, or root inside a user namespace). For machines without bubblewrap.
+  namespaces; an empty read-only root into which only what the interpreter needs is bound
+  (read-only: system directories, a few /etc files, the interpreter's prefixes, the preloaded
+  modules, this package's directory; see needed_paths); fresh /dev, /proc and tmpfs on /tmp and
+  /dev/shm. Never the caller's directory, working directory or the rest of its sys.path.
+- `namespaces`: util-linux `unshare` gives the same namespaces and the zygote builds the same
+  root itself (tmpfs, binds, pivot_root; root, or root inside a user namespace). For machines
+  without bubblewrap.
 - `none`: a plain subprocess. Only the per-execution limits, the private working directory,
   the cleared environment and the process-group kill remain; logged loudly.
 
@@ -184,6 +187,7 @@ def build(mode: str, cfg: SandboxConfig) -> Launch:
         tmp = tempfile.mkdtemp(prefix="reasonlab-sandbox-")
         return Launch("none", [], tmp, host_tmp=tmp)
     binds = needed_paths(python, cfg.preload)
+    hidden = [h for h in hidden if not any(h == b or h.startswith(b + "/") for b in binds)]  # e.g. pytest's
     if mode == "bwrap":
         return Launch(mode, _bwrap_prefix(cfg, binds), "/tmp", hidden=hidden, keep=binds)
     mounts = {"workbase": "/tmp", "tmp_mb": cfg.disk_mb, "binds": binds}
