@@ -560,13 +560,13 @@ def test_class3_sysv_and_posix_ipc_are_refused(sb, unharmed):
     every rlimit and outlive the execution: each call is refused (EPERM), in every process."""
     key = str(0x5EC0000 + os.getpid() % 65536)
     for code in (IPC, "import numpy\n" + IPC):
-        r = sb.run(code, stdin=key)
+        r = sb.run(code, stdin=key, timeout_s=10)
         lines = dict(line.rsplit(" ", 2)[0:1] + [line.split()[1:]] for line in r.stdout.splitlines()[:5])
         assert set(lines) == {"shmget_1GiB", "shmget_key", "semget", "msgget", "mq_open"}, r
         assert all(v == ["-1", "1"] for v in lines.values()), r  # -1, errno EPERM
         assert "posix ok" in r.stdout, r
     with sb.session() as s:
-        r = s.run(IPC, stdin=key)
+        r = s.run(IPC, stdin=key, timeout_s=10)
         assert r.stdout.count(" -1 1\n") == 5 and "posix ok" in r.stdout, r
     assert sb.isolation_report()["ipc_refused"]
 

@@ -194,7 +194,8 @@ def forker_main(sock: socket.socket, cfg: dict) -> None:
                 else:
                     pid, workdir, fds = spawn(cfg, request["uid"], request["name"])
             except OSError as e:  # out of fds, processes, or space for the working directory
-                error = {"error": f"cannot start a worker: {e}", "uid": request["uid"], "sid": request.get("sid")}
+                error = {"error": f"cannot start a worker: {e}", "uid": request["uid"]}
+                error["sid"] = request.get("sid")
                 sock.send(json.dumps(error).encode())
                 continue
             # a holder's uid outlives it (its executor takes over): the zygote sweeps it

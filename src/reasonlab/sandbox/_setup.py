@@ -199,7 +199,8 @@ def seccomp_works() -> bool:
             if _seccomp.install():
                 refused = _libc.unshare(0x10000000) == -1 and ctypes.get_errno() == 1  # CLONE_NEWUSER: EPERM
                 refused = refused and _libc.unshare(0x10020000) == -1 and ctypes.get_errno() == 1
-                refused = refused and _libc.syscall(29, 0, 4096, 0o1600) == -1 and ctypes.get_errno() == 1  # shmget
+                shm = _libc.syscall(29, 0, 4096, 0o1600)  # shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600)
+                refused = refused and shm == -1 and ctypes.get_errno() == 1
                 thread = threading.Thread(target=lambda: None)
                 thread.start()
                 thread.join()

@@ -16,7 +16,8 @@ from rich.markup import escape
 # which reorder what is shown.
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F]}
 _CONTROL |= {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)}
-_CONTROL |= {c: f"\\u{c:04x}" for c in [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+_BIDI = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_CONTROL |= {c: f"\\u{c:04x}" for c in _BIDI}
 _CONTROL[0x0D] = "\\r"
 
 
