@@ -5,7 +5,9 @@
 For a trivial snippet and a numpy snippet it measures the Sandbox one call at a time (latency
 p50/p99, executions/s) and with pool_size calls in flight, against `python -c` per call (one at
 a time and pool_size at a time) and `python -c` inside bubblewrap per call (the same isolation,
-paid per call) when bwrap is installed.
+paid per call) when bwrap is installed. The trivial snippet runs in the light interpreter (it
+imports nothing heavy); it is also measured with `light_interpreter=False`, i.e. forked from the
+interpreter that holds numpy and sympy, as every execution was before the light one existed.
 
 It also measures the CPU time each execution costs, every process included (host, zygote,
 forker, workers; for `python -c`, the child). Wall-clock rates depend on what else the machine
@@ -27,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from reasonlab.sandbox import Sandbox, SandboxConfig  # noqa: E402
-from reasonlab.sandbox.isolation import _bwrap_prefix, probe  # noqa: E402
+from reasonlab.sandbox.isolation import _bwrap_prefix, needed_paths, probe  # noqa: E402
 
 SNIPPETS = {
     "trivial": "print(1 + 1)",
@@ -92,16 +94,17 @@ def main() -> None:
     if args.preload is not None:
         cfg["preload"] = [m for m in args.preload.split(",") if m]
     sb = Sandbox(SandboxConfig(**cfg)).start()
+    heavy_only = Sandbox(SandboxConfig(**cfg, light_interpreter=False)).start()
     report = sb.isolation_report()
-    launcher = sb._state.zygote.proc.pid
     bwrap = (
-        _bwrap_prefix(SandboxConfig(), [], [])
+        _bwrap_prefix(SandboxConfig(), needed_paths(sys.executable, []))
         if shutil.which("bwrap") and not probe("bwrap", False)
         else None
     )
 
-    def sandbox_cpu() -> float:
-        return tree_cpu(launcher) + own_cpu(resource.RUSAGE_SELF)
+    def sandbox_cpu() -> float:  # both warm interpreters of both sandboxes (the idle ones add ~0)
+        launchers = [s.zygote.proc.pid for x in (sb, heavy_only) for s in (x._state, x._light_state) if s.zygote]
+        return sum(tree_cpu(p) for p in launchers) + own_cpu(resource.RUSAGE_SELF)
 
     def children_cpu() -> float:
         return own_cpu(resource.RUSAGE_CHILDREN)
@@ -111,13 +114,13 @@ def main() -> None:
         f"pool_size={args.pool_size}, preload={','.join(sb.config.preload)}"
     )
     cols = f"{'exec/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} {'x python -c':>12} {'(CPU)':>7}"
-    header = f"{'snippet':8} {'runner':30} {cols}"
+    header = f"{'snippet':8} {'runner':36} {cols}"
     print(header + "\n" + "-" * len(header))
     width = args.pool_size
     for name, code in SNIPPETS.items():
 
-        def in_sandbox():
-            r = sb.run(code)
+        def in_sandbox(box=sb):
+            r = box.run(code)
             assert r.ok, r
 
         def python_c(prefix=()):
@@ -125,6 +128,7 @@ def main() -> None:
 
         for _ in range(20):
             in_sandbox()  # warm up
+            in_sandbox(heavy_only)
         rows = [
             ("python -c per call", measure(python_c, args.n_baseline, 1, children_cpu)),
             (f"python -c, {width} at a time", measure(python_c, args.n_baseline, width, children_cpu)),
@@ -136,6 +140,12 @@ def main() -> None:
                     measure(lambda: python_c(bwrap), args.n_baseline, 1, children_cpu),
                 )
             )
+        if name == "trivial":
+            rows += [
+                ("Sandbox.run, light off, 1 at a time", measure(lambda: in_sandbox(heavy_only), args.n, 1, sandbox_cpu)),
+                (f"Sandbox.run, light off, {width} at a time",
+                 measure(lambda: in_sandbox(heavy_only), args.n, width, sandbox_cpu)),
+            ]  # fmt: skip
         rows += [
             ("Sandbox.run one at a time", measure(in_sandbox, args.n, 1, sandbox_cpu)),
             (f"Sandbox.run, {width} at a time", measure(in_sandbox, args.n, width, sandbox_cpu)),
@@ -144,10 +154,11 @@ def main() -> None:
         for label, (rate, lat, cpu_ms) in rows:
             p50, p99 = (f"{pct(lat, 0.5):7.2f}", f"{pct(lat, 0.99):7.2f}") if lat else (f"{'':7}", f"{'':7}")
             print(
-                f"{name:8} {label:30} {rate:8.1f} {p50} {p99} {cpu_ms:7.2f} {rate / base_rate:11.1f}x "
+                f"{name:8} {label:36} {rate:8.1f} {p50} {p99} {cpu_ms:7.2f} {rate / base_rate:11.1f}x "
                 f"{base_cpu / cpu_ms:6.1f}x"
             )
     sb.close()
+    heavy_only.close()
 
 
 if __name__ == "__main__":

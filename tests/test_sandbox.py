@@ -109,6 +109,26 @@ def test_preloaded_modules_work(sb, report):
     assert "numpy" in report["preloaded"]
 
 
+def test_light_interpreter_takes_code_that_imports_nothing_heavy(sb, report):
+    from reasonlab.sandbox.sandbox import needs_heavy
+
+    light = ["print(1)", "import math, itertools\nfrom collections import Counter\nprint(Counter('ab'))"]
+    heavy = ["import numpy as np", "import pandas", "from scipy import stats", "__import__('x')", "x = sympy"]
+    assert [needs_heavy(c, sb.config) for c in light + heavy] == [False] * 2 + [True] * 5
+    assert report["light_interpreter"]["enabled"] and "numpy" not in report["light_interpreter"]["preload"]
+    probe = "import sys; print(sorted(m for m in sys.modules if m.startswith('num')))"  # names no module
+    assert sb.run(probe).stdout == "[]\n"  # the light interpreter: nothing heavy loaded
+    assert sb.run("import numpy\n" + probe).stdout.startswith("['numpy'")
+    hidden = "exec('import num' + 'py'); import sys; print(sys.modules['num' + 'py'].ones(2).sum())"
+    assert not needs_heavy(hidden, sb.config) and sb.run(hidden).stdout == "2.0\n"  # imported on the spot
+    for prefix in ("", "import numpy\n"):  # the same address-space limit in both interpreters
+        assert sb.run(prefix + "x = bytearray(400 * 2**20); print(len(x))").stdout == "419430400\n"
+        assert sb.run(prefix + "x = bytearray(600 * 2**20)").error == "memory limit"
+    with Sandbox(SandboxConfig(timeout_s=2, light_interpreter=False)) as sandbox:
+        assert sandbox.run(probe).stdout.startswith("['numpy'")
+        assert sandbox._light_state.zygote is None
+
+
 def test_random_differs_between_runs(sb):
     code = "import random, numpy; print(random.random(), numpy.random.rand())"
     assert len({sb.run(code).stdout for _ in range(4)}) == 4
@@ -191,6 +211,11 @@ def test_isolation_report(report):
         "pid_namespace",
         "filesystem_readonly",
         "home_hidden",
+        "host_dirs_hidden",
+        "visible_host_paths",
+        "private_scratch_per_execution",
+        "ipc_refused",
+        "hard_cpu_limit",
         "uid_isolation",
         "limits",
         "warnings",

@@ -103,18 +103,24 @@ def _wait_for_at_most(root: int, count: int, timeout: float = 10.0) -> set[int]:
 
 @pytest.fixture()
 def unharmed(sb, bystander, canary):
-    """Yield, then check the host and the sandbox after the case."""
-    zygote = sb._state.zygote
+    """Yield, then check the host and the sandbox (both warm interpreters) after the case."""
+    sb.run("pass")  # the light interpreter is up
+    sb.run("import numpy")  # and the main one
+    zygotes = [sb._state.zygote, sb._light_state.zygote]
     baseline = STEADY
     yield
     folder, home_file = canary
     assert bystander.poll() is None, "a host process was killed"
     assert os.listdir(folder) == ["canary.txt"] and open(os.path.join(folder, "canary.txt")).read() == SECRET
     assert open(home_file).read() == SECRET
-    assert sb._state.zygote is zygote and zygote.alive, "the zygote died"
-    left = _wait_for_at_most(zygote.proc.pid, baseline)
-    assert len(left) <= baseline, f"processes of the code outlived the call: {_describe(left)}"
+    assert [sb._state.zygote, sb._light_state.zygote] == zygotes, "a zygote was restarted"
+    for zygote in zygotes:
+        assert zygote.alive, "a zygote died"
+        left = _wait_for_at_most(zygote.proc.pid, baseline)
+        assert len(left) <= baseline, f"processes of the code outlived the call: {_describe(left)}"
     r = sb.run("print('still alive')")
+    assert r.stdout == "still alive\n" and r.error is None, r
+    r = sb.run("import numpy; print('still alive')")
     assert r.stdout == "still alive\n" and r.error is None, r
 
 
@@ -395,17 +401,379 @@ def test_nothing_is_left_on_the_host_after_close(tmp_path):
         "import os\nif os.fork() == 0:\n    os.setsid(); import time; time.sleep(300)"
     )
     sandbox = Sandbox(SandboxConfig(timeout_s=1)).start()
-    root = sandbox._state.zygote.proc.pid
-    sandbox.run(code)
+    sandbox.run(code)  # in the light interpreter
+    sandbox.run("import numpy\n" + code)  # in the main one
     s = sandbox.session()
     s.run(code)
-    tree = _descendants(root) | {root}
+    roots = [sandbox._state.zygote.proc.pid, sandbox._light_state.zygote.proc.pid]
+    tree = set(roots).union(*(_descendants(root) for root in roots))
     sandbox.close()
     time.sleep(0.3)
     alive = [
         p for p in tree if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"
     ]
     assert alive == []
+
+
+# ---- the classes of issue 14: each attack written from its description ----------------------
+
+
+def _fresh_marker() -> str:
+    """MARK + 16 hex digits: the memory scan below finds any such string, never its own pattern."""
+    return "RLMK" + os.urandom(8).hex()
+
+
+SCAN_OWN_MEMORY = r"""
+import re
+pattern = re.compile(rb"RLMK[0-9a-f]{16}")
+found = set()
+mem = open("/proc/self/mem", "rb", buffering=0)
+for line in open("/proc/self/maps").read().splitlines():
+    fields = line.split()
+    if not fields[1].startswith("rw"):
+        continue
+    lo, hi = (int(x, 16) for x in fields[0].split("-"))
+    pos = lo
+    while pos < hi:
+        size = min(1 << 20, hi - pos)
+        try:
+            mem.seek(pos)
+            found.update(pattern.findall(mem.read(size)))
+        except (OSError, ValueError, OverflowError):
+            break
+        pos += size - 32 if size == 1 << 20 else size
+print(sorted(m.decode() for m in found))
+"""
+
+
+def _markers_in(r) -> set[str]:
+    assert r.error is None and r.stdout.startswith("["), r
+    return set(eval(r.stdout))  # a list of str printed by SCAN_OWN_MEMORY
+
+
+def test_class1_caller_directory_cwd_and_sys_path_are_not_visible(tmp_path, monkeypatch, unharmed):
+    """The program embedding the sandbox keeps a .env beside it, runs from that directory and
+    has it on sys.path (as `python -m` or a script would): none of it may be visible inside."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text(f"API_KEY={SECRET}\n")
+    (project / "data.csv").write_text(SECRET)
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    attack = (  # read every file in those directories, on sys.path outside the prefix, and in /work
+        "import os, sys\n"
+        "paths = [p for p in sys.stdin.read().split('\\n') if p]\n"
+        "dirs = paths + [p for p in sys.path if not p.startswith(sys.base_prefix)] + ['/work', '/home']\n"
+        "for top in dirs:\n"
+        "    for d, _, files in os.walk(top):\n"
+        "        for f in files:\n"
+        "            try: print(open(os.path.join(d, f)).read()[:200])\n"
+        "            except Exception: pass\n"
+        "print('visible:', [p for p in paths if os.path.exists(p)])"
+    )
+    with Sandbox(SandboxConfig(timeout_s=30)) as sandbox:
+        report = sandbox.isolation_report()
+        if report["mode"] == "none":
+            pytest.skip("isolation='none' shows the whole file system")
+        for code in (attack, "import numpy\n" + attack):  # the light interpreter and the main one
+            r = sandbox.run(code, stdin=f"{project}\n{project / '.env'}\n")
+            assert SECRET not in r.stdout + r.stderr and "visible: []" in r.stdout, r
+        assert report["host_dirs_hidden"][str(project)] is True
+        assert all(not p.startswith(str(tmp_path)) for p in report["visible_host_paths"])
+        assert not any(p.endswith("/src") for p in report["visible_host_paths"]), report["visible_host_paths"]
+
+
+def test_class2_host_unix_sockets_cannot_be_reached(sb, tmp_path, unharmed):
+    """Listening unix sockets where real services keep theirs (/run, /var/tmp), beside the
+    caller, and in the abstract namespace: sandboxed code finds and connects to none of them."""
+    import socket
+
+    name = f"reasonlab-test-{os.getpid()}.sock"
+    paths = [os.path.join(d, name) for d in ("/run", "/var/tmp") if os.access(d, os.W_OK)]
+    paths.append(str(tmp_path / name))
+    listeners = []
+    for path in paths:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(path)
+        os.chmod(path, 0o777)  # the worst case: a world-writable socket (D-Bus's is)
+        server.listen(8)
+        server.setblocking(False)
+        listeners.append(server)
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract.bind("\0" + name)
+    abstract.listen(8)
+    abstract.setblocking(False)
+    listeners.append(abstract)
+    attack = (
+        "import os, socket, stat, sys\n"
+        "targets = sys.stdin.read().split('\\n')\n"
+        "for top in ('/', ):\n"
+        "    for d, dirs, files in os.walk(top):\n"
+        "        dirs[:] = [x for x in dirs if os.path.join(d, x) not in ('/proc', '/sys', '/usr')]\n"
+        "        for f in files:\n"
+        "            p = os.path.join(d, f)\n"
+        "            try:\n"
+        "                if stat.S_ISSOCK(os.lstat(p).st_mode): targets.append(p)\n"
+        "            except OSError: pass\n"
+        "for t in targets:\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try: s.connect(t); print('CONNECTED', repr(t))\n"
+        "    except OSError: pass\n"
+        "print('tried', len(targets))"
+    )
+    try:
+        stdin = "\n".join(paths + ["\0" + name])
+        for code in (attack, "import numpy\n" + attack):
+            r = sb.run(code, stdin=stdin, timeout_s=20)
+            assert "CONNECTED" not in r.stdout and r.stdout.startswith("tried"), r
+        for server in listeners:
+            with pytest.raises(BlockingIOError):
+                server.accept()
+    finally:
+        for server in listeners:
+            server.close()
+        for path in paths:
+            os.remove(path)
+
+
+IPC = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+key = int(sys.stdin.read())
+calls = {
+    "shmget_1GiB": lambda: libc.syscall(29, 0, 1 << 30, 0o1600),      # IPC_PRIVATE, IPC_CREAT|0600
+    "shmget_key": lambda: libc.syscall(29, key, 4096, 0o1666),
+    "semget": lambda: libc.syscall(64, key, 4, 0o1666),
+    "msgget": lambda: libc.syscall(68, key, 0o1666),
+    "mq_open": lambda: libc.syscall(240, b"/reasonlab-mq", 0o100 | 2, 0o666, None),
+}
+for name, call in calls.items():
+    print(name, call(), ctypes.get_errno())
+from multiprocessing import shared_memory, Lock   # POSIX shm and semaphores still work
+m = shared_memory.SharedMemory(create=True, size=1 << 20); m.buf[0] = 7; m.close(); m.unlink()
+with Lock(): print("posix ok")
+"""
+
+
+def test_class3_sysv_and_posix_ipc_are_refused(sb, unharmed):
+    """SysV shared memory, semaphores, message queues and POSIX message queues live outside
+    every rlimit and outlive the execution: each call is refused (EPERM), in every process."""
+    key = str(0x5EC0000 + os.getpid() % 65536)
+    for code in (IPC, "import numpy\n" + IPC):
+        r = sb.run(code, stdin=key, timeout_s=10)
+        lines = dict(line.rsplit(" ", 2)[0:1] + [line.split()[1:]] for line in r.stdout.splitlines()[:5])
+        assert set(lines) == {"shmget_1GiB", "shmget_key", "semget", "msgget", "mq_open"}, r
+        assert all(v == ["-1", "1"] for v in lines.values()), r  # -1, errno EPERM
+        assert "posix ok" in r.stdout, r
+    with sb.session() as s:
+        r = s.run(IPC, stdin=key, timeout_s=10)
+        assert r.stdout.count(" -1 1\n") == 5 and "posix ok" in r.stdout, r
+    assert sb.isolation_report()["ipc_refused"]
+
+
+def test_class4_dev_shm_and_tmp_are_private_per_execution(sb, unharmed):
+    """Files left in /dev/shm or the scratch space by one execution (or by a running one, or by
+    a session) are not seen by any other, and filling /dev/shm harms only the execution that did."""
+    if not sb.isolation_report()["private_scratch_per_execution"]:
+        pytest.skip("no private scratch per execution here (isolation report says why)")
+    marker = _fresh_marker()
+    leave = (
+        "import os, sys, tempfile\nm = sys.stdin.read()\n"
+        "for d in ('/dev/shm', tempfile.gettempdir(), os.getcwd()):\n"
+        "    open(os.path.join(d, m), 'w').write(m)\n"
+        "i = 0\ntry:\n    while True:\n        open(f'/dev/shm/fill{i}', 'wb').write(b'x' * 2**22); i += 1\n"
+        "except OSError as e: print('full', e.errno)"
+    )
+    look = (
+        "import os, glob, sys\nm = sys.stdin.read()\n"
+        "hits = [p for p in glob.glob('/dev/shm/**', recursive=True) + glob.glob('/tmp/**', recursive=True) if m in p]\n"
+        "print(sorted(os.listdir('/dev/shm')), hits)\n"
+        "from multiprocessing import Lock\nwith Lock(): print('lock ok')"
+    )
+    for prefix in ("", "import numpy\n"):
+        r = sb.run(prefix + leave, stdin=marker)
+        assert r.stdout.startswith("full 28"), r  # ENOSPC, in its own /dev/shm
+        r = sb.run(prefix + look, stdin=marker)
+        assert r.stdout == "[] []\nlock ok\n", r
+    # while one execution holds a file there, a concurrent one does not see it
+    holder = sb.submit("import sys, time\nm = sys.stdin.read()\nopen('/dev/shm/' + m, 'w').write(m)\ntime.sleep(1.5)", stdin=marker, timeout_s=5)
+    time.sleep(0.5)
+    assert sb.run(look, stdin=marker).stdout == "[] []\nlock ok\n"
+    assert holder.result().error is None
+    with sb.session() as s:  # a session's files persist for its cells, and only for them
+        s.run("import sys\nm = sys.stdin.read()\nopen('/dev/shm/' + m, 'w').write(m)", stdin=marker)
+        assert marker in s.run("import os; print(os.listdir('/dev/shm'))").stdout
+        assert sb.run(look, stdin=marker).stdout == "[] []\nlock ok\n"
+        with sb.session() as other:
+            assert other.run(look, stdin=marker).stdout == "[] []\nlock ok\n"
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def _forker_pid(sb) -> int | None:
+    """The main zygote's forker: its child with uid 0 (workers and sessions have their own uids)."""
+    launcher = sb._state.zygote.proc.pid
+    root = _children(launcher)[0]  # the zygote (bwrap/unshare starts only it)
+    for pid in _children(root):
+        try:
+            status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
+        except OSError:
+            continue
+        if int(status["PPid"]) == root and status["Uid"].split()[0] == "0":
+            return pid
+    return None
+
+
+def test_class5_no_earlier_execution_data_in_a_new_processs_memory(sb, unharmed):
+    """Earlier executions' code, stdin and output (stateless runs and another session's cells)
+    must not be in the memory of a new session or worker, which scan all of their own memory."""
+    if not sb.isolation_report()["uid_isolation"]:
+        pytest.skip("the forker-restart part needs per-execution uids (the code cannot kill it)")
+
+    def plant() -> set[str]:
+        code_m, stdin_m, out_m, cell_m = (_fresh_marker() for _ in range(4))
+        out_expr = f"'RLMK' + {out_m[4:][::-1]!r}[::-1]"  # the output marker is only ever output
+        for prefix in ("", "import numpy\n"):
+            r = sb.run(f"{prefix}secret = {code_m!r}\nimport sys; sys.stdin.read()\nprint({out_expr})", stdin=stdin_m)
+            assert r.stdout.strip() == out_m, r
+        with sb.session() as other:
+            other.run(f"hidden_tests = {cell_m!r}", stdin=stdin_m)
+        return {code_m, stdin_m, out_m, cell_m}
+
+    planted = plant()
+    with sb.session() as s:
+        assert _markers_in(s.run(SCAN_OWN_MEMORY, timeout_s=30)) & planted == set()
+    assert _markers_in(sb.run("import numpy\n" + SCAN_OWN_MEMORY, timeout_s=30)) & planted == set()
+    assert _markers_in(sb.run(SCAN_OWN_MEMORY, timeout_s=30)) & planted == set()
+    # The forker is replaced (as if killed by same-uid code): its successor must be clean too.
+    forker = _forker_pid(sb)
+    assert forker is not None, _describe(_descendants(sb._state.zygote.proc.pid))
+    os.kill(forker, 9)
+    deadline = time.monotonic() + 30
+    while _forker_pid(sb) in (None, forker) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the zygote notices, and execs a fresh forker (an interpreter start)
+    sb.run("import numpy")
+    planted |= plant()
+    with sb.session() as s:
+        assert _markers_in(s.run(SCAN_OWN_MEMORY, timeout_s=30)) & planted == set()
+    assert _markers_in(sb.run("import numpy\n" + SCAN_OWN_MEMORY, timeout_s=30)) & planted == set()
+    assert _forker_pid(sb) not in (None, forker)
+
+
+IGNORE_XCPU_AND_SPIN = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass"
+
+
+def test_class6_cpu_limit_is_hard(unharmed):
+    """Code that ignores SIGXCPU is killed by the hard RLIMIT_CPU (soft + 1 s), long before the
+    wall clock; in a session the cell is rolled back and the session goes on."""
+    with Sandbox(SandboxConfig(timeout_s=30, cpu_s=1)) as sandbox:
+        for code in (IGNORE_XCPU_AND_SPIN, "import numpy\n" + IGNORE_XCPU_AND_SPIN):
+            r = sandbox.run(code)
+            assert r.error == "cpu time limit" and not r.timed_out and r.exit_code == -9, r
+        with sandbox.session() as s:
+            s.run("kept = 1")
+            r = s.run(IGNORE_XCPU_AND_SPIN)
+            assert r.error == "cpu time limit" and not r.timed_out, r
+            assert s.run("print(kept)").stdout == "1\n"
+
+
+FRAME = "import json, os, struct\ndef frame(obj):\n    b = json.dumps(obj).encode()\n    return struct.pack('!I', len(b)) + b\n"
+
+
+@pytest.mark.parametrize(
+    "name,code",
+    [
+        ("forged_result_then_spin", FRAME + "os.write(3, frame({'exc': None, 'exit': 0}))\nwhile True: pass"),
+        ("forged_wrong_types", FRAME + "os.write(3, frame({'exc': 5, 'exit': 'x'}))\nwhile True: pass"),
+        ("one_gib_header", "import os, struct\nos.write(3, struct.pack('!I', 1 << 30))\nwhile True: os.write(3, b'x' * 65536)"),
+        ("unfinished_frame_flood", "import os, struct\nos.write(3, struct.pack('!I', 60000))\nwhile True: os.write(3, b'{')"),
+    ],
+)
+def test_class7_worker_status_channel_is_bounded_and_checked(sb, unharmed, name, code):
+    """Code writing on its worker's status pipe can end its own run early, never hang it, keep
+    running after it, or make the zygote buffer or parse more than 64 KiB."""
+    bystander = sb.submit("import time; time.sleep(0.2); print('fine')", timeout_s=5)
+    r = sb.run(code, timeout_s=5)
+    assert not r.timed_out and r.duration_s < 2.5, r  # ended by the record, not by the clock
+    if name == "forged_result_then_spin":
+        assert r.exit_code == 0 and r.error is None, r  # it may lie about itself, and is killed
+    else:
+        assert "status channel" in r.error and r.exit_code == -9, r
+    assert bystander.result().stdout == "fine\n"
+    good = sb.run("print('next')")
+    assert good.stdout == "next\n" and good.duration_s < 1, good
+
+
+@pytest.mark.parametrize(
+    "name,code",
+    [
+        ("forged_done_then_spin", FRAME + "os.write(3, frame({'op': 'done', 'pid': os.getpid(), 'exit': 0, 'exc': None}))\nwhile True: pass"),
+        ("forged_ended_bad_status", FRAME + "os.write(3, frame({'op': 'ended', 'status': -1, 'cpu': 0}))\nimport time; time.sleep(5)"),
+        ("forged_started_pid_1", FRAME + "os.write(3, frame({'op': 'started', 'pid': 1}))\nimport time; time.sleep(5)"),
+        ("wrong_types", FRAME + "os.write(3, frame({'op': 'done', 'pid': 'me', 'exit': [], 'exc': {}}))\nimport time; time.sleep(5)"),
+        ("one_gib_header", "import os, struct\nos.write(3, struct.pack('!I', 1 << 30))\nwhile True: os.write(3, b'x' * 65536)"),
+        ("kill_holder_forge_done_spin", FRAME + "import signal\nos.kill(os.getppid(), 9)\nimport time; time.sleep(0.2)\n"
+         "os.write(3, frame({'op': 'done', 'pid': os.getpid(), 'exit': 0, 'exc': None}))\n"
+         "signal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass"),
+    ],
+)  # fmt: skip
+def test_class7_session_control_channel_is_bounded_and_checked(sb, unharmed, name, code):
+    """Forged or malformed messages on a session's control socket never hang Session.run, never
+    let the cell run on unbounded, and the session carries on (reset, or rolled back)."""
+    with sb.session() as s:
+        s.run("kept = 1")
+        t = time.monotonic()
+        r = s.run(code, timeout_s=3)
+        assert time.monotonic() - t < 3 + 2, r
+        if name == "kill_holder_forge_done_spin":  # indistinguishable from a real hand-over...
+            assert r.ok, r  # ...so it is believed; the spinning process is bounded by its CPU limit
+        else:
+            assert "control channel" in (r.error or ""), r
+        for _ in range(3):  # a cell that still runs after a forged "done" is stopped by its CPU limit
+            after = s.run("print('next')", timeout_s=3)
+            if after.stdout == "next\n":
+                break
+        assert after.stdout == "next\n", after
+
+
+def test_class8_cli_escapes_control_characters_on_a_terminal(tmp_path):
+    """Output that would set the clipboard (OSC 52), recolour, or rewrite a line reaches a
+    terminal escaped; --raw, or a pipe, gets the bytes as they are."""
+    import pty
+
+    evil = "print('\\x1b]52;c;cHduZWQ=\\x07\\x1b[2K\\rexit 0 \\u202e ok \\x9b31m')"
+    prog = tmp_path / "evil.py"
+    prog.write_text(evil + "\nimport sys; print('\\x1b[31mred', file=sys.stderr)\n")
+    cli = [sys.executable, "-c", "from reasonlab.sandbox.cli import app; app()", "run", str(prog), "--isolation", "auto"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+    def on_terminal(extra):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(cli + extra, stdout=follower, stderr=follower, env=env)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        proc.wait(timeout=60)
+        os.close(leader)
+        return out.decode("utf-8", "replace")
+
+    shown = on_terminal([])
+    program_part = shown.split("exit 0 ·")[0]
+    assert "\x1b]52" not in program_part and "\x9b" not in program_part and "\u202e" not in program_part, shown
+    assert "\\x1b]52;c;cHduZWQ=\\x07" in shown and "\\u202e" in shown and "\\x9b31m" in shown and "\\r" in shown
+    assert "\\x1b[31mred" in shown
+    assert "\x1b]52;c;cHduZWQ=\x07" in on_terminal(["--raw"])
+    piped = subprocess.run(cli, capture_output=True, env=env, timeout=60)
+    assert b"\x1b]52;c;cHduZWQ=\x07" in piped.stdout  # not a terminal: the program's bytes
 
 
 if __name__ == "__main__":

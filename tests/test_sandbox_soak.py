@@ -1,5 +1,6 @@
 """Soak: 10 000 executions of mixed (and partly hostile) code through one Sandbox, then check that
-nothing leaked: processes, file descriptors (host and zygote), working directories."""
+nothing leaked: processes, file descriptors (host and both zygotes), working directories. The mix
+runs in both warm interpreters (the light one takes the code that imports nothing heavy)."""
 
 from __future__ import annotations
 
@@ -73,15 +74,26 @@ def _settle(fn, target, timeout=5.0):
 def test_soak_ten_thousand_executions():
     config = SandboxConfig(timeout_s=2.0, pool_size=2, memory_mb=256, max_output_bytes=4096)
     sb = Sandbox(config).start()
+    sb.run("pass")  # starts the light interpreter
+    sb.run("import numpy")
     host_fds = _count("/proc/self/fd")
-    launcher = sb._state.zygote.proc.pid
     report = sb.isolation_report()
-    zygote = launcher if report["mode"] == "none" else _zygote_pid(launcher)
-    workbase = report["details"]["workbase"]
-    work_view = f"/proc/{zygote}/root{workbase}" if report["mode"] != "none" else workbase
-    sb.run("pass")
+    launchers = [sb._state.zygote.proc.pid, sb._light_state.zygote.proc.pid]
+    workbases = [sb._state.zygote.launch.workbase, sb._light_state.zygote.launch.workbase]
+    zygotes = [p if report["mode"] == "none" else _zygote_pid(p) for p in launchers]
+    views = [w if report["mode"] == "none" else f"/proc/{z}/root{w}" for z, w in zip(zygotes, workbases)]
     time.sleep(0.3)
-    procs0, zfds0, dirs0 = len(_tree(launcher)), _count(f"/proc/{zygote}/fd"), _count(work_view)
+
+    def procs() -> int:
+        return sum(len(_tree(p)) for p in launchers)
+
+    def zygote_fds() -> int:
+        return sum(_count(f"/proc/{z}/fd") for z in zygotes)
+
+    def workdirs() -> int:
+        return sum(_count(v) for v in views)
+
+    procs0, zfds0, dirs0 = procs(), zygote_fds(), workdirs()
 
     t0, done, failures = time.monotonic(), 0, []
     while done < N:
@@ -103,9 +115,11 @@ def test_soak_ten_thousand_executions():
     print(f"\n{N} executions in {elapsed:.1f} s ({N / elapsed:.0f}/s)")
     assert not failures, failures[:5]
 
-    assert _settle(lambda: len(_tree(launcher)), procs0) <= procs0, "leaked processes"
-    assert _settle(lambda: _count(f"/proc/{zygote}/fd"), zfds0) <= zfds0, "the zygote leaked fds"
-    assert _settle(lambda: _count(work_view), dirs0) <= dirs0, "leaked working directories"
+    assert _settle(procs, procs0) <= procs0, "leaked processes"
+    assert _settle(zygote_fds, zfds0) <= zfds0, "a zygote leaked fds"
+    assert _settle(workdirs, dirs0) <= dirs0, "leaked working directories"
     assert _count("/proc/self/fd") <= host_fds, "the host leaked fds"
+    assert [sb._state.zygote.proc.pid, sb._light_state.zygote.proc.pid] == launchers, "a zygote restarted"
     sb.close()
-    assert not os.path.exists(f"/proc/{launcher}") or open(f"/proc/{launcher}/stat").read().split()[2] == "Z"
+    for launcher in launchers:
+        assert not os.path.exists(f"/proc/{launcher}") or open(f"/proc/{launcher}/stat").read().split()[2] == "Z"

@@ -31,7 +31,7 @@ import threading
 import traceback
 import types
 
-import _seccomp
+import _setup
 import _wire
 
 FILENAME = "<string>"  # what `python -c` calls its code, so tracebacks read the same
@@ -52,17 +52,25 @@ def confine(spec: dict, workdir: str, fds: dict[int, int]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _place_fds(fds)
     os.setsid()
-    for limit, value in (
+    limits = [
         (resource.RLIMIT_AS, spec["as_bytes"]),
         (resource.RLIMIT_FSIZE, spec["fsize_bytes"]),
         (resource.RLIMIT_NPROC, spec["nproc"]),
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_NOFILE, 1024),
-    ):
+    ]
+    if spec.get("cpu_hard"):  # a session: one hard CPU limit for every cell (each counts from zero)
+        limits.append((resource.RLIMIT_CPU, spec["cpu_hard"]))
+    for limit, value in limits:
         hard = resource.getrlimit(limit)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never raise one
         resource.setrlimit(limit, (value, value))
     uid = spec["uid"]
+    if spec.get("scratch"):  # own mount namespace: a fresh /tmp and /dev/shm, gone with us
+        _setup.private_scratch(spec["scratch"]["workbase"], spec["scratch"]["tmp_mb"], uid)
+        os.mkdir(workdir, 0o700)
+        if uid is not None:
+            os.chown(workdir, uid, uid)
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
@@ -70,7 +78,7 @@ def confine(spec: dict, workdir: str, fds: dict[int, int]) -> None:
     else:  # no uid to switch to (root in a user namespace, say): drop the capabilities themselves
         _drop_capabilities()
     _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # and execve() cannot give them back
-    _seccomp.install()
+    # (the seccomp filter is already on: inherited from the forker, see _seccomp.py)
     _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # the zygote is not dumpable; our own /proc/self must work
     _die_with(spec["parent"])
     os.chdir(workdir)
@@ -152,14 +160,24 @@ def _flush() -> None:
             pass
 
 
-def _set_cpu_limit(cpu_s: float) -> None:
-    # Soft limit only: SIGXCPU at cpu_s; the hard limit stays where the zygote left it, so a
-    # later cell may get a longer limit. The wall-clock timeout is enforced from outside anyway.
-    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+def cpu_limits(cpu_s: float) -> tuple[int, int]:
+    """(soft, hard) RLIMIT_CPU for cpu_s: SIGXCPU at the soft limit, SIGKILL one second later
+    (code that ignores SIGXCPU cannot run on)."""
     soft = max(1, int(cpu_s + 0.999))
-    resource.setrlimit(
-        resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard)
-    )
+    return soft, soft + 1
+
+
+def _set_cpu_limit(cpu_s: float, lower_hard: bool) -> None:
+    """A worker lowers its hard limit too. A session's executor only sets the soft limit: the
+    hard one was set for the whole session when its holder started, because a hard limit can
+    never be raised again and the executor becomes the next holder."""
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft, want = cpu_limits(cpu_s)
+    if lower_hard:
+        hard = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, max(1, hard - 1))
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def main_namespace() -> dict:
@@ -227,13 +245,13 @@ def worker_main(spec: dict, workdir: str, fds: dict[int, int]) -> None:
     status = 1
     try:
         confine(spec, workdir, fds)
+        _stdio()  # before the job arrives: off its critical path (fd 0 is replaced under sys.stdin)
         job = _wire.read_frame(4)
         if job is None:  # the zygote is retiring this spare
             os._exit(0)
         os.close(4)
-        _set_cpu_limit(job["cpu_s"])
+        _set_cpu_limit(job["cpu_s"], lower_hard=True)
         _stdin(job["stdin"])
-        _stdio()
         me = os.getpid()
         status, exc = execute(job["code"], main_namespace())
         _finish_script()
@@ -269,20 +287,23 @@ def holder_main(spec: dict, workdir: str, fds: dict[int, int], echo: bool) -> No
             # Announce ourselves before any of the cell's code runs (it may kill the holder at once):
             # the zygote must know us, or it would take us for an orphan once the holder is gone.
             _wire.write_frame(3, {"op": "started", "pid": me})
-            _set_cpu_limit(msg["cpu_s"])
+            _set_cpu_limit(msg["cpu_s"], lower_hard=False)
             _stdin(msg["stdin"])
             status, exc = execute(msg["code"], namespace, echo)
             _flush()
             if os.getpid() != me:
                 os._exit(status)
-            _take_over(w, parent_fd, spec["parent"])
+            hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+            resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))  # as holder: up to the session's limit
+            _take_over(w, parent_fd, spec["zygote"])
             _wire.write_frame(3, {"op": "done", "pid": me, "exit": status, "exc": exc})
             continue
         os.close(w)
-        status = _wait_executor(pid, r)
-        if status is None:  # the executor took over
+        ended = _wait_executor(pid, r)
+        if ended is None:  # the executor took over
             os._exit(0)
-        _wire.write_frame(3, {"op": "ended", "status": status})
+        status, cpu = ended
+        _wire.write_frame(3, {"op": "ended", "status": status, "cpu": cpu})
 
 
 def _take_over(w: int, parent_fd: int, zygote: int) -> None:
@@ -297,8 +318,9 @@ def _take_over(w: int, parent_fd: int, zygote: int) -> None:
     _die_with(zygote)
 
 
-def _wait_executor(pid: int, r: int) -> int | None:
-    """None when the executor took over; else its wait status once it died (the cell is rolled back)."""
+def _wait_executor(pid: int, r: int) -> tuple[int, float] | None:
+    """None when the executor took over; else (wait status, CPU seconds) once it died (the cell
+    is rolled back)."""
     child_fd = os.pidfd_open(pid)
     watch = [r, child_fd]
     try:
@@ -309,7 +331,8 @@ def _wait_executor(pid: int, r: int) -> int | None:
                     return None
                 watch = [child_fd]  # end of file without a hand-over: wait for the death itself
             if child_fd in ready:
-                return os.waitpid(pid, 0)[1]
+                _, status, usage = os.wait4(pid, 0)
+                return status, usage.ru_utime + usage.ru_stime
     finally:
         os.close(child_fd)
         os.close(r)

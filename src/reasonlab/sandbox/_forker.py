@@ -1,4 +1,4 @@
-"""The forker: a twin of the zygote whose only job is to fork spare workers (and reap them).
+"""The forker: a twin of the zygote whose only job is to fork workers and session holders (and reap them).
 
 Forking a warm interpreter costs about a millisecond of the parent's time here (copying the
 page tables of numpy and sympy), and a worker's exit as much again. Done in the zygote, that
@@ -6,7 +6,12 @@ time would stall its event loop, and every request and result with it. So the zy
 twin once, after the preload, and asks it for spares: the forker forks a worker, passes the
 worker's pipe ends to the zygote over a unix socket (SCM_RIGHTS), reaps the worker when it dies,
 kills whatever is left with the worker's uid, removes its working directory, and reports its
-exit status. It runs on the other core.
+exit status and CPU time. It runs on the other core.
+
+It is also the *clean* process: it never sees code, stdin or output (only uids and names), so
+the workers and session holders it forks carry no trace of other executions in their memory. The
+zygote, which relays every request, forks only this twin, before it serves anything; if the
+forker dies, its successor is a freshly exec'd interpreter, not a fork of the zygote.
 
 Stdlib only, loaded by path with _zygote.py.
 """
@@ -22,18 +27,23 @@ import socket
 import time
 
 import _child
+import _seccomp
 
 
-def spec(cfg: dict, uid: int | None) -> dict:
-    """How a child is confined. Its memory limit is relative: our address space plus memory_mb."""
+def spec(cfg: dict, uid: int | None, cpu_hard: int | None = None) -> dict:
+    """How a child is confined. Its memory limit is relative: our address space (or that of the
+    heavy interpreter, for the light one: `as_floor`) plus memory_mb."""
     with open("/proc/self/statm") as f:
         vsz = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     return {
         "uid": uid,
         "parent": os.getpid(),
+        "zygote": cfg["zygote_pid"],
         "nproc": cfg["max_procs"],
-        "as_bytes": vsz + cfg["memory_mb"] * 2**20,
+        "as_bytes": max(vsz, cfg.get("as_floor") or 0) + cfg["memory_mb"] * 2**20,
         "fsize_bytes": cfg["max_file_mb"] * 2**20,
+        "cpu_hard": cpu_hard,
+        "scratch": {"workbase": cfg["workbase"], "tmp_mb": cfg["tmp_mb"]} if cfg["private_scratch"] else None,
     }
 
 
@@ -97,7 +107,9 @@ def sweep(uid: int) -> None:
 
 def spawn(cfg: dict, uid: int | None, name: str) -> tuple[int, str, list[int]]:
     """Fork one confined worker; return its pid, workdir and our ends of its pipes."""
-    workdir = make_workdir(cfg, uid, name)
+    workdir = os.path.join(cfg["workbase"], name)
+    if not cfg["private_scratch"]:  # else the worker makes it in its own tmpfs
+        make_workdir(cfg, uid, name)
     fds = []
     try:
         for _ in range(4):
@@ -120,8 +132,39 @@ def spawn(cfg: dict, uid: int | None, name: str) -> tuple[int, str, list[int]]:
     return pid, workdir, [out_r, err_r, st_r, job_w]
 
 
+def spawn_holder(cfg: dict, request: dict) -> tuple[int, str, list[int]]:
+    """Fork one session holder; return its pid, workdir and our ends of its pipes and socket."""
+    uid, workdir = request["uid"], os.path.join(cfg["workbase"], request["name"])
+    if not cfg["private_scratch"]:
+        make_workdir(cfg, uid, request["name"])
+    fds = []
+    try:
+        for _ in range(2):
+            fds += os.pipe()
+        mine, theirs = socket.socketpair()
+        fds += [mine.detach(), theirs.detach()]
+        child_spec = spec(cfg, uid, _child.cpu_limits(request["cpu_s"])[1])
+        pid = os.fork()
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        rmtree(workdir)
+        raise
+    out_r, out_w, err_r, err_w, ctl, theirs_fd = fds
+    if pid == 0:
+        try:
+            _child.holder_main(child_spec, workdir, {1: out_w, 2: err_w, 3: theirs_fd}, request["echo"])
+        finally:
+            os._exit(1)
+    for fd in (out_w, err_w, theirs_fd):
+        os.close(fd)
+    return pid, workdir, [out_r, err_r, ctl]
+
+
 def forker_main(sock: socket.socket, cfg: dict) -> None:
     """Serve spawn requests {"uid", "name"} until the zygote goes away; never returns."""
+    _child._libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS, which a filter needs without privileges
+    _seccomp.install()  # once, for every child we fork (see _seccomp.py)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -144,20 +187,26 @@ def forker_main(sock: socket.socket, cfg: dict) -> None:
             if not data:
                 os._exit(0)
             request = json.loads(data)
+            holder = request.get("sid") is not None
             try:
-                pid, workdir, fds = spawn(cfg, request["uid"], request["name"])
+                if holder:
+                    pid, workdir, fds = spawn_holder(cfg, request)
+                else:
+                    pid, workdir, fds = spawn(cfg, request["uid"], request["name"])
             except OSError as e:  # out of fds, processes, or space for the working directory
                 error = {"error": f"cannot start a worker: {e}", "uid": request["uid"]}
+                error["sid"] = request.get("sid")
                 sock.send(json.dumps(error).encode())
                 continue
-            workers[pid] = (request["uid"], workdir)
-            reply = {"pid": pid, "uid": request["uid"], "workdir": workdir}
+            # a holder's uid outlives it (its executor takes over): the zygote sweeps it
+            workers[pid] = (None if holder else request["uid"], None if cfg["private_scratch"] else workdir)
+            reply = {"pid": pid, "uid": request["uid"], "workdir": workdir, "sid": request.get("sid")}
             socket.send_fds(sock, [json.dumps(reply).encode()], fds)
             for fd in fds:
                 os.close(fd)
         while True:  # reap whatever died; the zygote learns of it from us
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
@@ -167,4 +216,5 @@ def forker_main(sock: socket.socket, cfg: dict) -> None:
                 sweep(uid)
             if workdir:
                 rmtree(workdir)
-            sock.send(json.dumps({"reaped": pid, "status": status}).encode())
+            cpu = usage.ru_utime + usage.ru_stime
+            sock.send(json.dumps({"reaped": pid, "status": status, "cpu": cpu}).encode())

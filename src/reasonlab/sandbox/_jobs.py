@@ -60,6 +60,7 @@ class Job:
         self.pid = None
         self.timed_out = self.done = False
         self.status = self.exc = self.failure = None
+        self.cpu_used = 0.0  # CPU seconds of the process that ran it, once it is reaped
         self.notes: list[str] = []
 
     def request(self) -> dict:
@@ -72,21 +73,23 @@ class Worker:
     def __init__(self, pid: int, uid: int | None, workdir: str, fds: dict[str, int]) -> None:
         self.pid, self.uid, self.workdir, self.fds = pid, uid, workdir, fds
         self.job: Job | None = None
-        self.record = b""
+        self.decoder = _wire.Decoder(_wire.MAX_UNTRUSTED_FRAME)  # its status pipe: the code can write there
+        self.record: dict | None = None
         self.failure: str | None = None
 
 
 class Session:
     """A holder process that keeps globals between cells, plus the pipes to it (see _sessions.py)."""
 
-    def __init__(self, sid: str, uid: int | None, workdir: str, echo: bool) -> None:
-        self.sid, self.uid, self.workdir, self.echo = sid, uid, workdir, echo
+    def __init__(self, sid: str, uid: int | None, workdir: str, echo: bool, cpu_s: float) -> None:
+        self.sid, self.uid, self.workdir, self.echo, self.cpu_s = sid, uid, workdir, echo, cpu_s
         self.holder = self.exec_pid = None
         self.alive: set[int] = set()
         self.fds: dict[str, int] = {}
-        self.decoder = _wire.Decoder()
+        self.decoder = _wire.Decoder(_wire.MAX_UNTRUSTED_FRAME)
         self.job: Job | None = None
         self.dead = True  # until a holder is spawned
+        self.spawning = False  # a holder was asked of the forker and has not arrived yet
         self.lost = False
 
 

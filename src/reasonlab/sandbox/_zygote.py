@@ -33,11 +33,12 @@ import socket
 import sys
 import time
 
+import _child
 import _forker
 import _setup
 import _wire
 from _jobs import Capture, Job, Session, Worker, kill, signal_error
-from _sessions import SessionsMixin
+from _sessions import SessionsMixin, invalid
 
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 
@@ -92,7 +93,7 @@ class Zygote(SessionsMixin):
             if op == "run":
                 self.pending.append(Job(msg, self.cfg["max_output_bytes"]))
             elif op == "open":
-                self.open_session(msg["sid"], msg.get("echo", False))
+                self.open_session(msg["sid"], msg.get("echo", False), msg["cpu_s"])
             elif op == "cell":
                 session = self.sessions.get(msg["sid"])
                 job = Job(msg, self.cfg["max_output_bytes"], session)
@@ -121,8 +122,15 @@ class Zygote(SessionsMixin):
                 self.pending.remove(job)
                 self.start_job(self.spares.popleft(), job)  # its replacement is asked for when it ends
             elif job.session.job is None:
+                s = job.session
+                if s.dead and not s.spawning:
+                    for name in list(s.fds):
+                        self.close_fd(s.fds, name)
+                    self.spawn_holder(s)
+                if s.spawning or s.dead:
+                    continue  # the forker will deliver its holder
                 self.pending.remove(job)
-                self.start_cell(job.session, job)
+                self.start_cell(s, job)
 
     def begin(self, job: Job, pid: int | None) -> None:
         job.pid, job.t0 = pid, time.monotonic()
@@ -131,11 +139,17 @@ class Zygote(SessionsMixin):
 
     def reply(self, job: Job) -> None:
         status, error = job.status, None
-        exit_code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
+        try:
+            exit_code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
+        except ValueError:  # not a wait status (cannot happen for what we checked; never hang on it)
+            exit_code = -signal.SIGKILL
+        soft_cpu = _child.cpu_limits(job.cpu_s)[0]
         if job.timed_out:
             error = "timeout"
         elif job.failure:
             error = "sandbox failure: " + job.failure
+        elif exit_code == -signal.SIGKILL and job.cpu_used >= soft_cpu:  # the hard RLIMIT_CPU
+            error = "cpu time limit"
         elif exit_code < 0:
             error = signal_error(-exit_code)
         elif job.exc and job.exc.endswith("MemoryError"):
@@ -163,7 +177,10 @@ class Zygote(SessionsMixin):
         self.counter += 1
         return _forker.make_workdir(self.cfg, uid, f"{kind}-{self.counter}")
 
-    def start_forker(self) -> None:
+    def start_forker(self, fresh: bool = False) -> None:
+        """Fork the forker: a plain fork before we serve anything (we hold no user data yet); a
+        fresh interpreter (exec) when it must be replaced later, since by then our memory has
+        held other executions' code, stdin and output, which the forker's children must not."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -172,6 +189,11 @@ class Zygote(SessionsMixin):
                 os.closerange(3, theirs.fileno())  # not the host's socket, nor anyone's pipes
                 os.closerange(theirs.fileno() + 1, 1 << 20)
                 signal.set_wakeup_fd(-1)
+                if fresh:
+                    os.set_inheritable(theirs.fileno(), True)
+                    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
+                    argv = [sys.executable, "-E", "-s", "-B", script, "--forker", str(theirs.fileno())]
+                    os.execv(sys.executable, argv + [json.dumps(self.cfg)])
                 _forker.forker_main(theirs, self.cfg)
             finally:
                 os._exit(1)
@@ -202,16 +224,24 @@ class Zygote(SessionsMixin):
                 return
             except OSError:
                 data, fds = b"", []
-            if not data:  # the forker died (killed by same-uid code?): start another
+            if not data:  # the forker died (killed by same-uid code?): start a fresh one
                 self.sel.unregister(self.forker)
                 self.forker.close()
                 self.owners.pop(self.forker_pid, None)
                 self.forker = None
-                self.start_forker()
+                self.spawning = 0
+                while self.spares:  # they die with it (parent-death signal): never hand one out
+                    self.discard(self.spares.popleft())  # (reaped by us now, as orphans)
+                for s in self.sessions.values():  # its holders died with it too
+                    s.spawning = False
+                self.start_forker(fresh=True)
                 self.request_spares()
                 return
             msg = json.loads(data)
             if "error" in msg:  # the forker could not fork: count it like a worker dying at birth
+                if msg.get("sid") is not None:
+                    self.holder_failed(msg)
+                    continue
                 self.spawning -= 1
                 self.release_uid(self.worker_uids, msg["uid"])
                 self.spare_died(msg["error"])
@@ -220,8 +250,15 @@ class Zygote(SessionsMixin):
                 owner = self.owners.pop(msg["reaped"], None)
                 if isinstance(owner, Worker):
                     owner.workdir = None  # the forker removed it and swept its uid
+                    if owner.job is not None:
+                        owner.job.cpu_used = msg["cpu"]
                     self.on_worker_reaped(owner, msg["status"])
                     self.kill_leftovers(None, None)  # its orphans are ours now
+                elif isinstance(owner, Session):
+                    self.on_session_reaped(owner, msg["reaped"])
+                continue
+            if msg.get("sid") is not None:
+                self.on_holder(msg, fds)
                 continue
             self.spawning -= 1
             for fd in fds:
@@ -291,8 +328,14 @@ class Zygote(SessionsMixin):
             self.finish_job(worker)
 
     def read_record(self, worker: Worker) -> bool:
-        """Read the status pipe; True once a whole record is in (exit status, exception name)."""
-        while "st" in worker.fds:
+        """Read the status pipe; True once a whole record is in (exit status, exception name).
+
+        The code runs in the process that writes this record, so it can write here too: the
+        record is bounded (64 KiB), decoded incrementally (linear time), and checked. A record
+        only ends the job early; the worker is killed right after it, so a forged one cannot
+        buy the code time, and a malformed one ends the job as if the worker had been killed.
+        """
+        while "st" in worker.fds and worker.record is None:
             try:
                 data = os.read(worker.fds["st"], 1 << 16)
             except BlockingIOError:
@@ -300,22 +343,30 @@ class Zygote(SessionsMixin):
             if not data:  # died without a record: reaping will finish the job
                 self.close_fd(worker.fds, "st")
                 break
-            worker.record += data
-        try:
-            frames = _wire.Decoder().feed(worker.record)
-        except Exception:  # garbage written by the code on our fd
-            frames = [{}]
-        if not frames:
+            try:
+                frames = worker.decoder.feed(data)
+            except Exception:  # oversized or not JSON: written by the code
+                frames = [None]
+            if frames:
+                record = frames[0]
+                if not isinstance(record, dict):
+                    record = {"bad": True}
+                elif set(record) == {"failure"} and isinstance(record["failure"], str):
+                    tail = record["failure"].strip().splitlines() or ["?"]
+                    worker.failure = "worker setup failed: " + tail[-1][:300]
+                elif invalid(record, {"exit": (int,), "exc": (str, type(None))}):
+                    record = {"bad": True}
+                worker.record = record
+                self.close_fd(worker.fds, "st")
+        record, job = worker.record, worker.job
+        if record is None or job is None:
             return False
-        record = frames[0] if isinstance(frames[0], dict) else {}
-        if isinstance(record.get("failure"), str):
-            worker.failure = "worker setup failed: " + record["failure"].strip().splitlines()[-1]
-        job = worker.job
-        if job is None:
-            return False
-        job.exc = record.get("exc") if isinstance(record.get("exc"), str) else None
-        exit_code = record.get("exit", 1)
-        job.status = ((exit_code if isinstance(exit_code, int) else 1) & 0xFF) << 8
+        if record.get("bad"):
+            job.notes = ["the code wrote on the sandbox's status channel"]
+            job.status = signal.SIGKILL  # what it gets: killed now
+        else:
+            job.exc = record.get("exc")
+            job.status = (record.get("exit", 1) & 0xFF) << 8
         job.failure = job.failure or worker.failure
         return True
 
@@ -399,9 +450,13 @@ class Zygote(SessionsMixin):
             if isinstance(owner, Worker):
                 self.on_worker_reaped(owner, status)
             elif isinstance(owner, Session):
-                owner.alive.discard(pid)
-                if not owner.alive and owner.sid in self.sessions:
-                    self.on_session_death(owner)
+                self.on_session_reaped(owner, pid)
+
+    def on_session_reaped(self, s: Session, pid: int) -> None:
+        """A holder (reaped by the forker) or an executor (orphaned to us) of s is gone."""
+        s.alive.discard(pid)
+        if not s.alive and s.sid in self.sessions and not s.spawning:
+            self.on_session_death(s)
 
     def kill_leftovers(self, uid: int | None, pgid: int | None) -> None:
         """Kill what an execution left behind: its process group, its uid, unknown orphans."""
@@ -475,17 +530,8 @@ class Zygote(SessionsMixin):
             self.reap()
 
 
-def main() -> None:
-    del sys.path[0]  # our directory: the code must not import our private modules by accident
-    ctl, cfg = int(sys.argv[1]), json.loads(sys.argv[2])
-    os.set_inheritable(ctl, False)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as pid 1, a signal without a handler cannot reach us
-    _setup._libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans come to us, pid 1 or not
-    _setup._libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace or /proc/pid/mem from same-uid code
-    os.environ.clear()  # ours is the code's environment, so children inherit it for free
-    os.environ.update(cfg["env"])
-    ro_failed = _setup.setup_mounts(cfg["mounts"]) if cfg["mounts"] else []
-    os.chmod(cfg["workbase"], 0o711)
+def warm_up(cfg: dict) -> dict:
+    """Import the preload modules and make the heap cheap to fork; returns the failed imports."""
     preload_failed = {}
     for name in cfg["preload"]:
         try:
@@ -494,9 +540,40 @@ def main() -> None:
             preload_failed[name] = f"{type(e).__name__}: {e}"
     if "numpy" in sys.modules:  # workers reseed its global generator, which numpy imports lazily
         importlib.import_module("numpy.random")
-    uid_base = _setup.uid_base(cfg["uid_base"], 4 * cfg["pool_size"] + cfg["max_sessions"])
     gc.collect()
     gc.freeze()  # children then leave these objects alone: fewer copy-on-write page faults
+    return preload_failed
+
+
+def main() -> None:
+    del sys.path[0]  # our directory: the code must not import our private modules by accident
+    if "site" not in sys.modules:  # the light interpreter runs with -S: .pth files import things
+        import site  # (certifi, setuptools hooks...) that every fork would pay for; its code only
+
+        sys.path += [p for p in site.getsitepackages() if os.path.isdir(p)]  # stdlib names itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as pid 1, a signal without a handler cannot reach us
+    _setup._libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace or /proc/pid/mem from same-uid code
+    if sys.argv[1] == "--forker":  # a replacement forker: a fresh interpreter (see start_forker)
+        sock, cfg = socket.socket(fileno=int(sys.argv[2])), json.loads(sys.argv[3])
+        warm_up(cfg)
+        _setup.collapse_heap()
+        _forker.forker_main(sock, cfg)
+    ctl, cfg = int(sys.argv[1]), json.loads(sys.argv[2])
+    os.set_inheritable(ctl, False)
+    _setup._libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans come to us, pid 1 or not
+    os.environ.clear()  # ours is the code's environment, so children inherit it for free
+    os.environ.update(cfg["env"])
+    ro_failed = _setup.setup_mounts(cfg["mounts"]) if cfg["mounts"] else []
+    if cfg["uid_base"] is not None:  # not `none`: we are in our own mount namespace
+        try:  # so that an execution's own mounts (private scratch) never propagate
+            _setup._mount(None, "/", None, _setup._MS_REC | _setup._MS_PRIVATE)
+        except OSError:
+            pass
+    os.chmod(cfg["workbase"], 0o711)
+    cfg["zygote_pid"] = os.getpid()
+    cfg["private_scratch"] = cfg["uid_base"] is not None and _setup.scratch_works(cfg["workbase"])
+    preload_failed = warm_up(cfg)
+    uid_base = _setup.uid_base(cfg["uid_base"], 4 * cfg["pool_size"] + cfg["max_sessions"])
     huge_mb = _setup.collapse_heap()
     zygote = Zygote(ctl, cfg, uid_base)
     zygote.send({"op": "ready", "facts": _setup.facts(cfg, uid_base, ro_failed, preload_failed, huge_mb)})

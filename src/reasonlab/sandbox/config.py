@@ -58,6 +58,12 @@ class SandboxConfig(BaseModel):
     preload: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PRELOAD), description="imported once, in the zygote"
     )
+    light_interpreter: bool = Field(
+        True,
+        description="run stateless code that imports none of the heavy preloads (numpy, sympy) in a "
+        "second warm interpreter with only the standard-library preloads: same isolation and limits, "
+        "about 3x cheaper per execution",
+    )
     isolation: Literal["auto", "bwrap", "namespaces", "none"] = "auto"
     network: bool = Field(False, description="allow network access (keeps the host's network namespace)")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the code")

@@ -3,10 +3,13 @@
 Three ways, strongest first:
 
 - `bwrap` (bubblewrap, a well-kept setuid-free sandbox tool): new pid, net, ipc, uts and mount
-  namespaces; the whole file system read-only; fresh /dev, /proc, and size-limited tmpfs on /tmp
-  and /dev/shm; home directories hidden (except the paths Python itself needs, read-only).
-- `namespaces`: util-linux `unshare` gives the same namespaces and the zygote does the mounts
-  itself (root, or root inside a user namespace). For machines without bubblewrap.
+  namespaces; an empty read-only root into which only what the interpreter needs is bound
+  (read-only: system directories, a few /etc files, the interpreter's prefixes, the preloaded
+  modules, this package's directory; see needed_paths); fresh /dev, /proc and tmpfs on /tmp and
+  /dev/shm. Never the caller's directory, working directory or the rest of its sys.path.
+- `namespaces`: util-linux `unshare` gives the same namespaces and the zygote builds the same
+  root itself (tmpfs, binds, pivot_root; root, or root inside a user namespace). For machines
+  without bubblewrap.
 - `none`: a plain subprocess. Only the per-execution limits, the private working directory,
   the cleared environment and the process-group kill remain; logged loudly.
 
@@ -18,6 +21,8 @@ no_new_privs and a seccomp filter (see _child.py and _seccomp.py).
 from __future__ import annotations
 
 import functools
+import glob
+import json
 import os
 import shutil
 import subprocess
@@ -47,35 +52,88 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
+# The sandbox's file system is built from nothing: a read-only empty root into which only these
+# are bound, read-only. Everything else of the host (homes, /work, /run, /var, /srv, /opt, the
+# caller's directory and working directory, ...) does not exist inside.
+SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
+ETC_ENTRIES = [  # what the dynamic loader, libc (users, time zone, name service) and TLS read
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
+    "nsswitch.conf", "hosts", "host.conf", "resolv.conf", "gai.conf", "protocols", "services",
+    "ssl", "ca-certificates", "ca-certificates.conf", "pki", "alternatives", "mime.types",
+    "os-release", "locale.alias", "locale.gen", "default/locale",
+]  # fmt: skip
+EXTRA_PATHS = ["/sys/devices/system/cpu"]  # CPU counts (os.cpu_count, OpenBLAS)
+# Host directories whose contents the code must never see; the zygote checks each from inside.
+HOST_DIRS = ["/root", "/home", "/run", "/var", "/srv", "/opt", "/mnt", "/media", "/work", "/tmp"]
+
+_INTERPRETER_FACTS = r"""
+import importlib.util, json, os, sys
+found = {}
+for name in json.loads(sys.argv[1]):
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:
+        spec = None
+    if spec is None:
+        continue
+    if spec.submodule_search_locations:
+        found[name] = list(spec.submodule_search_locations)
+    elif spec.has_location and spec.origin:
+        found[name] = [spec.origin]
+print(json.dumps({"prefixes": [sys.prefix, sys.base_prefix, sys.exec_prefix],
+                  "executable": os.path.realpath(sys.executable), "modules": found}))
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter_paths(python: str, preload: tuple[str, ...]) -> tuple[str, ...]:
+    """What the interpreter itself needs: its prefixes (stdlib, site-packages), its binary's
+    directory, and the location of each preloaded top-level module that lives elsewhere (an
+    editable install, say). Asked of the interpreter in isolated mode (`-I`), so neither the
+    caller's directory, nor its working directory, nor PYTHONPATH are on that path."""
+    tops = sorted({name.split(".")[0] for name in preload})
+    proc = subprocess.run(
+        [python, "-I", "-c", _INTERPRETER_FACTS, json.dumps(tops)],
+        capture_output=True, text=True, timeout=60, cwd="/",
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"cannot ask {python} for its paths: {proc.stderr.strip()[-500:]}")
+    info = json.loads(proc.stdout)
+    paths = [*info["prefixes"], os.path.dirname(info["executable"])]
+    for locations in info["modules"].values():
+        paths += locations
+    return tuple(paths)
+
+
+def needed_paths(python: str, preload: list[str]) -> list[str]:
+    """Every host path bound into the sandbox (read-only): system directories, a few files of
+    /etc, the interpreter's own paths and this package's directory (for the zygote's code).
+    Nested duplicates are dropped; paths that do not exist here are skipped."""
+    paths = [p for p in SYSTEM_DIRS if os.path.lexists(p)]
+    paths += [p for p in (os.path.join("/etc", e) for e in ETC_ENTRIES) if os.path.lexists(p)]
+    paths += sorted(glob.glob("/etc/python3*"))  # Debian's sitecustomize lives there
+    paths += [p for p in EXTRA_PATHS if os.path.exists(p)]
+    paths += [_real(p) for p in (*interpreter_paths(python, tuple(preload)), HERE) if os.path.exists(p)]
+    out: list[str] = []
+    for path in sorted(set(paths), key=len):
+        if not any(path == q or path.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(path)
+    return sorted(out)
+
+
 def hidden_dirs() -> list[str]:
-    """Directories whose contents the code must not see: every home directory."""
-    candidates = ["/root", "/home", "/run/user", os.path.expanduser("~")]
+    """Host directories the zygote checks are empty (but for bound paths) from inside."""
+    candidates = HOST_DIRS + [os.path.expanduser("~"), os.getcwd()]
+    if sys.argv and sys.argv[0] and os.path.exists(sys.argv[0]):
+        candidates.append(os.path.dirname(os.path.abspath(sys.argv[0])))
     out = []
     for path in map(_real, candidates):
-        if os.path.isdir(path) and path != "/" and not path.startswith(("/tmp", "/proc", "/dev")):
-            if not any(path == h or path.startswith(h + "/") for h in out):
-                out = [h for h in out if not h.startswith(path + "/")] + [path]
+        if os.path.isdir(path) and path != "/" and path not in out:
+            out.append(path)
     return out
 
 
-def needed_paths(python: str) -> list[str]:
-    """What the interpreter needs to see: its prefixes, sys.path and this package's directory."""
-    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(_real(python)), HERE]
-    paths += [p for p in sys.path if p and os.path.isdir(p)]
-    return sorted({_real(p) for p in paths if os.path.exists(p)})
-
-
-SCRATCH = ["/tmp", "/dev/shm"]  # replaced by fresh tmpfs in the sandbox
-
-
-def keep_paths(shadowed: list[str], needed: list[str]) -> list[str]:
-    """The needed paths inside a directory that the sandbox covers up (a home, /tmp), without
-    nested duplicates: they are bound back read-only (a virtualenv under /tmp keeps working)."""
-    under = [p for p in needed if any(p.startswith(h + "/") for h in shadowed)]
-    return [p for p in under if not any(p != q and p.startswith(q + "/") for q in under)]
-
-
-def _bwrap_prefix(cfg: SandboxConfig, hidden: list[str], keep: list[str]) -> list[str]:
+def _bwrap_prefix(cfg: SandboxConfig, binds: list[str]) -> list[str]:
     size = str(cfg.disk_mb * 2**20)
     argv = [
         "bwrap",
@@ -90,38 +148,27 @@ def _bwrap_prefix(cfg: SandboxConfig, hidden: list[str], keep: list[str]) -> lis
         argv.append("--unshare-net")
     if os.geteuid() != 0:
         argv.append("--unshare-user")
-    argv += [
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--perms",
-        "0711",
-        "--size",
-        size,
-        "--tmpfs",
-        "/tmp",
-        "--perms",
-        "1777",
-        "--size",
-        size,
-        "--tmpfs",
-        "/dev/shm",
-    ]
-    for path in hidden:
-        argv += ["--tmpfs", path]
-    shadowed = hidden + SCRATCH
-    for path in keep:  # bwrap would create the missing parents as 0700: unreadable to the workers
-        parents = [os.path.dirname(path)]
-        while parents[-1] not in shadowed and parents[-1] != "/":
-            parents.append(os.path.dirname(parents[-1]))
-        for parent in reversed(parents[:-1]):
+    # bwrap starts from an empty tmpfs root; missing parents would be made 0700 (unreadable to
+    # the workers), so they are made 0755 first.
+    made = {"/"}
+    for path in binds:
+        parents = []
+        parent = os.path.dirname(path)
+        while parent not in made:
+            parents.append(parent)
+            parent = os.path.dirname(parent)
+        for parent in reversed(parents):
             argv += ["--perms", "0755", "--dir", parent]
-        argv += ["--ro-bind", path, path]
-    return argv + ["--chdir", "/"]
+            made.add(parent)
+        if os.path.islink(path):  # /bin -> usr/bin on merged-/usr systems: keep the link
+            argv += ["--symlink", os.readlink(path), path]
+        else:
+            argv += ["--ro-bind", path, path]
+        made.add(path)
+    argv += ["--dev", "/dev", "--proc", "/proc"]
+    argv += ["--perms", "0711", "--size", size, "--tmpfs", "/tmp"]
+    argv += ["--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
+    return argv + ["--remount-ro", "/", "--chdir", "/"]
 
 
 def _unshare_prefix(cfg: SandboxConfig) -> list[str]:
@@ -136,14 +183,15 @@ def _unshare_prefix(cfg: SandboxConfig) -> list[str]:
 def build(mode: str, cfg: SandboxConfig) -> Launch:
     python = cfg.python or sys.executable
     hidden = hidden_dirs()
-    keep = keep_paths(hidden + SCRATCH, needed_paths(python))
+    if mode == "none":
+        tmp = tempfile.mkdtemp(prefix="reasonlab-sandbox-")
+        return Launch("none", [], tmp, host_tmp=tmp)
+    binds = needed_paths(python, cfg.preload)
+    hidden = [h for h in hidden if not any(h == b or h.startswith(b + "/") for b in binds)]  # e.g. pytest's
     if mode == "bwrap":
-        return Launch(mode, _bwrap_prefix(cfg, hidden, keep), "/tmp", hidden=hidden, keep=keep)
-    if mode == "namespaces":
-        mounts = {"workbase": "/tmp", "tmp_mb": cfg.disk_mb, "hide": hidden, "keep": keep}
-        return Launch(mode, _unshare_prefix(cfg), "/tmp", mounts=mounts, hidden=hidden, keep=keep)
-    tmp = tempfile.mkdtemp(prefix="reasonlab-sandbox-")
-    return Launch("none", [], tmp, host_tmp=tmp)
+        return Launch(mode, _bwrap_prefix(cfg, binds), "/tmp", hidden=hidden, keep=binds)
+    mounts = {"workbase": "/tmp", "tmp_mb": cfg.disk_mb, "binds": binds}
+    return Launch(mode, _unshare_prefix(cfg), "/tmp", mounts=mounts, hidden=hidden, keep=binds)
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,9 +203,11 @@ def probe(mode: str, network: bool) -> str | None:
     if shutil.which(tool) is None:
         return f"{tool} is not installed"
     cfg = SandboxConfig(network=network)
-    prefix = _bwrap_prefix(cfg, [], []) if mode == "bwrap" else _unshare_prefix(cfg)
+    system = [p for p in SYSTEM_DIRS if os.path.lexists(p)]
+    prefix = _bwrap_prefix(cfg, system) if mode == "bwrap" else _unshare_prefix(cfg)
+    argv = prefix + [shutil.which("true") or "/bin/true"]
     try:
-        proc = subprocess.run(prefix + ["true"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{tool} failed: {e}"
     return None if proc.returncode == 0 else f"{tool} failed: {proc.stderr.strip()[:200]}"
@@ -191,7 +241,12 @@ def report(launch: Launch, cfg: SandboxConfig, facts: dict, skipped: list[str]) 
         "pid_namespace": facts.get("pid") == 1,
         "filesystem_readonly": bool(facts.get("root_readonly")),
         "home_hidden": bool(hidden) and all(hidden.values()),
-        "private_tmp_mb": facts.get("workbase_mb") if launch.mode != "none" else None,
+        "host_dirs_hidden": hidden,
+        "visible_host_paths": launch.keep if launch.mode != "none" else ["/"],
+        "private_tmp_mb": cfg.disk_mb if facts.get("private_scratch") else None,
+        "private_scratch_per_execution": bool(facts.get("private_scratch")),
+        "ipc_refused": bool(facts.get("seccomp")),
+        "hard_cpu_limit": True,
         "uid_isolation": uid_base is not None,
         "seccomp": bool(facts.get("seccomp")),
         "env_cleared": True,
@@ -218,7 +273,8 @@ def report(launch: Launch, cfg: SandboxConfig, facts: dict, skipped: list[str]) 
     if not out["filesystem_readonly"]:
         warnings.append("file system is NOT read-only: the code can write wherever its uid may")
     if not out["home_hidden"]:
-        warnings.append("home directories are NOT hidden from the code")
+        shown = sorted(path for path, ok in hidden.items() if not ok) or ["(not checked)"]
+        warnings.append(f"host directories are NOT hidden from the code: {', '.join(shown)}")
     if not out["uid_isolation"]:
         warnings.append(
             "no per-execution uid: the code runs as the zygote's user, so it can signal "
@@ -229,8 +285,11 @@ def report(launch: Launch, cfg: SandboxConfig, facts: dict, skipped: list[str]) 
             "no seccomp filter: the code may create user namespaces, use io_uring, bpf, ... "
             "(more kernel attack surface)"
         )
-    if out["private_tmp_mb"] is None:
-        warnings.append("scratch space is not size-limited (only each file, by max_file_mb)")
+    if not out["private_scratch_per_execution"]:
+        warnings.append(
+            "no private /tmp and /dev/shm per execution: files left there by one execution are seen "
+            "by later ones" + (" (and scratch space is not size-limited)" if launch.mode == "none" else "")
+        )
     for name, why in out["preload_failed"].items():
         warnings.append(f"preload of {name!r} failed: {why}")
     out["warnings"] = warnings

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import socket
@@ -38,7 +39,7 @@ _THREAD_ENV = {
 _launcher: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _start_zygote(config: SandboxConfig, launch: isolation.Launch) -> _Zygote:
+def _start_zygote(config: SandboxConfig, launch: isolation.Launch, as_floor: int | None = None) -> _Zygote:
     """Start a zygote from one long-lived thread, whichever thread asks.
 
     bubblewrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that
@@ -48,7 +49,7 @@ def _start_zygote(config: SandboxConfig, launch: isolation.Launch) -> _Zygote:
     global _launcher
     if _launcher is None or _launcher[0] != os.getpid():
         _launcher = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="reasonlab-sandbox-start"))
-    return _launcher[1].submit(_Zygote, config, launch).result()
+    return _launcher[1].submit(_Zygote, config, launch, as_floor).result()
 
 
 class SandboxError(RuntimeError):
@@ -76,6 +77,7 @@ def _zygote_config(config: SandboxConfig, launch: isolation.Launch) -> tuple[dic
     limits = {"pool_size", "max_sessions", "max_output_bytes", "memory_mb", "max_procs", "max_file_mb"}
     cfg = {
         **config.model_dump(include=limits | {"preload"}),
+        "tmp_mb": config.disk_mb,
         "workbase": launch.workbase,
         "env": code_env,
         "mounts": launch.mounts,
@@ -90,9 +92,10 @@ def _zygote_config(config: SandboxConfig, launch: isolation.Launch) -> tuple[dic
 class _Zygote:
     """One running zygote: its process, the socket to it, the reader thread and pending futures."""
 
-    def __init__(self, config: SandboxConfig, launch: isolation.Launch) -> None:
+    def __init__(self, config: SandboxConfig, launch: isolation.Launch, as_floor: int | None = None) -> None:
         self.launch, self.pid = launch, os.getpid()
         env, cfg = _zygote_config(config, launch)
+        cfg["as_floor"] = as_floor
         python = config.python or sys.executable
         ours, theirs = socket.socketpair()
         self.sock = ours
@@ -105,6 +108,7 @@ class _Zygote:
             "-E",
             "-s",
             "-B",
+            *(["-S"] if as_floor is not None else []),  # the light one: no site hooks (see _zygote.main)
             isolation.ZYGOTE,
             str(theirs.fileno()),
             json.dumps(cfg),
@@ -113,6 +117,7 @@ class _Zygote:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
                 pass_fds=[theirs.fileno()], env=env, start_new_session=True,
+                cwd=launch.workbase if launch.mode == "none" else "/",  # never the caller's directory
             )  # fmt: skip
         finally:
             theirs.close()
@@ -210,6 +215,39 @@ class _Zygote:
             shutil.rmtree(self.launch.host_tmp, ignore_errors=True)
 
 
+def light_preload(config: SandboxConfig) -> list[str] | None:
+    """The light interpreter's preload: the standard-library part of config.preload. None (no
+    light interpreter) when it is switched off or would preload the same as the main one."""
+    light = [m for m in config.preload if m.split(".")[0] in sys.stdlib_module_names]
+    return light if config.light_interpreter and len(light) < len(config.preload) else None
+
+
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))", re.M)
+
+
+def needs_heavy(code: str, config: SandboxConfig) -> bool:
+    """Should code run in the main interpreter (it may use a heavy preload), or may it run in the
+    light one? Light only when every module it imports is in the standard library and it names
+    none of the heavy preloads and does not import dynamically. Only speed depends on this:
+    anything imported in the light interpreter still works, it is just imported on the spot."""
+    if "__import__" in code or "importlib" in code:
+        return True
+    heavy = {m.split(".")[0] for m in config.preload} - set(sys.stdlib_module_names)
+    if any(name in code for name in heavy):
+        return True
+    for from_name, names in _IMPORT.findall(code):
+        for name in [from_name] if from_name else names.split(","):
+            top = name.strip().split(" ")[0].split(".")[0]
+            if top and top not in sys.stdlib_module_names:
+                return True
+    return False
+
+
+def _close_all(*states: "_State") -> None:
+    for state in states:
+        state.close()
+
+
 class _State:
     """What a Sandbox must release; kept apart so a finalizer can hold it without the Sandbox.
 
@@ -249,10 +287,13 @@ class Sandbox:
         config = config or SandboxConfig()
         self.config = SandboxConfig(**{**config.model_dump(), **overrides}) if overrides else config
         self._state = _State()
+        self._light_state = _State()  # the light interpreter (see light_preload), started on demand
+        self._light_preload = light_preload(self.config)
         self._lock = threading.Lock()
         self._report: dict | None = None
+        self._launch: isolation.Launch | None = None
         self._closed = False
-        self._finalizer = weakref.finalize(self, self._state.close)  # runs at gc or at exit
+        self._finalizer = weakref.finalize(self, _close_all, self._state, self._light_state)  # at gc or exit
 
     # -- life cycle --
 
@@ -261,23 +302,44 @@ class Sandbox:
         self._zygote()
         return self
 
-    def _zygote(self) -> _Zygote:
+    def _zygote(self, light: bool = False) -> _Zygote:
         with self._lock:
             if self._closed:
                 raise SandboxError("the sandbox is closed")
-            zygote = self._state.current()
+            heavy = self._heavy()
+            if not light:
+                return heavy
+            zygote = self._light_state.current()
             if zygote is None or not zygote.alive:
                 if zygote is not None:
                     zygote.close()
-                zygote, launch, skipped = self._start()
-                self._state.zygote = zygote
-                self._report = isolation.report(launch, self.config, zygote.facts, skipped)
-                mode = launch.mode
-                for warning in self._report["warnings"]:
-                    if warning not in _WARNED:
-                        _WARNED.add(warning)
-                        log.warning("reasonlab.sandbox (%s): %s", mode, warning)
+                # Same isolation; its workers get the heavy one's address-space floor, so code has
+                # the same memory limit whichever interpreter runs it.
+                config = self.config.model_copy(update={"preload": self._light_preload})
+                launch = isolation.build(self._launch.mode, config)
+                zygote = _start_zygote(config, launch, as_floor=heavy.facts.get("vsz_bytes"))
+                self._light_state.zygote = zygote
             return zygote
+
+    def _heavy(self) -> _Zygote:
+        """The main zygote (all preloads, and every session); started or restarted here."""
+        zygote = self._state.current()
+        if zygote is None or not zygote.alive:
+            if zygote is not None:
+                zygote.close()
+            zygote, launch, skipped = self._start()
+            self._state.zygote, self._launch = zygote, launch
+            self._report = isolation.report(launch, self.config, zygote.facts, skipped)
+            self._report["light_interpreter"] = {
+                "enabled": self._light_preload is not None,
+                "preload": self._light_preload or [],
+            }
+            mode = launch.mode
+            for warning in self._report["warnings"]:
+                if warning not in _WARNED:
+                    _WARNED.add(warning)
+                    log.warning("reasonlab.sandbox (%s): %s", mode, warning)
+        return zygote
 
     def _start(self) -> tuple[_Zygote, isolation.Launch, list[str]]:
         """Start a zygote in the strongest mode that works; with `auto`, a mode whose probe passed
@@ -318,7 +380,7 @@ class Sandbox:
 
     def submit(self, code: str, stdin: str = "", *, timeout_s: float | None = None) -> Future:
         """Queue one stateless execution; the future resolves to an ExecResult."""
-        zygote = self._zygote()
+        zygote = self._zygote(light=self._light_preload is not None and not needs_heavy(code, self.config))
         return zygote.request(self._request("run", zygote, code, stdin, timeout_s))
 
     def run(self, code: str, stdin: str = "", *, timeout_s: float | None = None) -> ExecResult:
@@ -327,9 +389,10 @@ class Sandbox:
 
     async def arun(self, code: str, stdin: str = "", *, timeout_s: float | None = None) -> ExecResult:
         """Async `run`: up to pool_size executions proceed at the same time."""
-        zygote = self._state.current()
-        if zygote is None or not zygote.alive:
-            await asyncio.to_thread(self.start)  # the first start takes a second: not on the loop
+        light = self._light_preload is not None and not needs_heavy(code, self.config)
+        zygote = (self._light_state if light else self._state).current()
+        if zygote is None or not zygote.alive:  # the first start takes a second: not on the loop
+            await asyncio.to_thread(self._zygote, light)
         return await asyncio.wrap_future(self.submit(code, stdin, timeout_s=timeout_s))
 
     def _request(self, op: str, zygote: _Zygote, code: str, stdin: str, timeout_s: float | None) -> dict:
@@ -379,7 +442,8 @@ class Session:
             return zygote, False
         lost = self._sid is not None
         self._sid, self._zygote_ref = uuid.uuid4().hex, zygote
-        zygote.request({"op": "open", "sid": self._sid, "echo": self.echo})
+        cpu = self._sandbox.config.cpu_s or self._sandbox.config.timeout_s
+        zygote.request({"op": "open", "sid": self._sid, "echo": self.echo, "cpu_s": cpu})
         return zygote, lost
 
     def submit(self, code: str, stdin: str = "", *, timeout_s: float | None = None) -> Future:
