@@ -31,8 +31,8 @@ import _seccomp
 
 
 def spec(cfg: dict, uid: int | None, cpu_hard: int | None = None) -> dict:
-    """How a child is confined. Its memory limit is relative: our address space (or that of the
-    heavy interpreter, for the light one: `as_floor`) plus memory_mb."""
+    """How a child is confined. Its memory limit is relative: our address space (at least
+    `as_floor`) plus memory_mb."""
     with open("/proc/self/statm") as f:
         vsz = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     return {

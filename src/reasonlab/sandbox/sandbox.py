@@ -313,11 +313,11 @@ class Sandbox:
             if zygote is None or not zygote.alive:
                 if zygote is not None:
                     zygote.close()
-                # Same isolation; its workers get the heavy one's address-space floor, so code has
-                # the same memory limit whichever interpreter runs it.
+                # Same isolation; its workers' limit is their own address space plus memory_mb, as
+                # in the heavy one, so code has the same headroom whichever interpreter runs it.
                 config = self.config.model_copy(update={"preload": self._light_preload})
                 launch = isolation.build(self._launch.mode, config)
-                zygote = _start_zygote(config, launch, as_floor=heavy.facts.get("vsz_bytes"))
+                zygote = _start_zygote(config, launch, as_floor=0)
                 self._light_state.zygote = zygote
             return zygote
 
