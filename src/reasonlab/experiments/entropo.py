@@ -38,12 +38,40 @@ from pydantic import Field, model_validator
 
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import append_jsonl, read_episodes
-from reasonlab.experiments.behaviors import TinyModelSpec, _html
+from reasonlab.config import Strict as _Strict
+from reasonlab.experiments.behaviors import _html
 
 LOSSES = ("dpo", "kto", "kto-released")
 SELECTOR_NAMES = ("majority", "verifier", "hybrid", "random", "oracle")
 # set by the experiment for every run; a recipe's `preference` may not set them
 _RUN_FIELDS = ("model", "data", "out", "method", "alpha", "entro_alpha", "kto_form", "seed")
+
+
+class TinyModelSpec(_Strict):
+    """``base_model: tiny``: an untrained from-scratch Llama (plumbing only; a pretrained organism
+    from ``reasonlab models pretrain`` or any HF folder is the scientific start)."""
+
+    layers: int = 4
+    width: int = 128
+    heads: int = 4
+    vocab_size: int = 1024
+
+
+def ensure_base_model(recipe, out: Path) -> str:
+    if recipe.base_model != "tiny":
+        return recipe.base_model
+    path = out / "base-model"
+    if not (path / "config.json").exists():
+        from reasonlab.models import create_tiny
+        from reasonlab.priming.traces import generate_traces
+
+        t = recipe.tiny
+        seed = recipe.seed
+        # the tokenizer also learns the phrasing of the reasoning traces (any condition's words)
+        texts = [e.completion for e in generate_traces("all_strategies", 200, seed=seed + 1, task_args=recipe.task_args)]
+        create_tiny(path, layers=t.layers, width=t.width, heads=t.heads, vocab_size=t.vocab_size,
+                    tasks=("countdown",), seed=seed, extra_texts=texts)
+    return str(path)
 
 
 class VerifierSpec(Strict):
@@ -281,7 +309,6 @@ def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
 
     from reasonlab.analysis.tts import VerifierScorer
     from reasonlab.config import validate
-    from reasonlab.experiments.behaviors import ensure_base_model
     from reasonlab.train.preference import PreferenceSettings, describe_entropy, train_preference
 
     quiet = not show_progress
