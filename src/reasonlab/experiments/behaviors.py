@@ -442,7 +442,9 @@ def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]],
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# {recipe.name}", "",
              "Cognitive-behaviors study (arXiv 2503.01307): the same PPO run on Countdown from each starting model.",
-             f"Task {recipe.task_args}; {recipe.traces} priming traces per condition and seed; seeds {seeds}. "
+             f"Task {recipe.task_args}; {recipe.traces} priming traces per condition, "
+             + (f"primed once (seed {recipe.priming_seed}); " if recipe.priming_seed is not None else "primed per seed; ")
+             + f"RL seeds {seeds} (the spread below is over RL seeds). "
              "Behavior counts: the local rule-based classifier on the eval responses (see docs/priming.md for its "
              "precision/recall).", "", "## Bases before RL", ""]
     for name in ("poor", "rich"):
