@@ -525,7 +525,24 @@ def _html(title: str, md: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{H.escape(title)}</title><style>{style}</style></head><body>{''.join(out)}</body></html>\n"
 
 
+def check_stages(recipe: BehaviorsRecipe) -> None:
+    """Validate the SFT and RL settings before any stage runs (a typo fails in a second, not after
+    an hour of pretraining), naming the bad field."""
+    from reasonlab.config import validate
+    from reasonlab.organisms import OrganismSpec
+    from reasonlab.train.rl.config import RLConfig
+    from reasonlab.train.sft import SFTSettings
+
+    validate(RLConfig, {**recipe.rl, "model": "-", "task": "countdown", "task_args": recipe.task_args}, "rl")
+    validate(SFTSettings, {**recipe.sft, "model": "-", "data": ["-"], "out": "-"}, "sft")
+    for name, b in recipe.bases.items():
+        if isinstance(b, dict):
+            validate(OrganismSpec, {"task_args": recipe.task_args, **recipe.organism, **b, "name": name},
+                     f"bases.{name} (with organism)")
+
+
 def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Path:
+    check_stages(recipe)
     out = Path(recipe.out or f"runs/{recipe.name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(dump_yaml(recipe))
