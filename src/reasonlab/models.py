@@ -184,32 +184,14 @@ def create_tiny(
 ) -> Path:
     """Create a from-scratch Llama model + BPE tokenizer trained on task text, saved as HF folder."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from reasonlab.organisms import build_tokenizer
 
     if width % heads:
         raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
     out = Path(out)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(task_corpus(list(tasks), seed=seed) + list(extra_texts or []), trainer=trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<pad>",
-        unk_token=None,
-        additional_special_tokens=["<|endoftext|>", "<|im_start|>"],
-    )
-    tok.chat_template = CHATML_TEMPLATE
+    tok = build_tokenizer(task_corpus(list(tasks), seed=seed) + list(extra_texts or []), vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok),
