@@ -236,7 +236,10 @@ def models_competence(
                                 n=n, max_new_tokens=max_new_tokens)
     except _user_errors() as e:
         fail(str(e).strip("'\""))
-    console.print(json.dumps(rep, indent=2) if json_out else format_report(rep), markup=False)
+    if json_out:  # plain stdout: a terminal-width wrap must not break the JSON
+        typer.echo(json.dumps(rep, indent=2))
+    else:
+        console.print(format_report(rep), markup=False)
 
 
 # ----------------------------------------------------------------------------- eval
