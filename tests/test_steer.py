@@ -60,7 +60,8 @@ def test_steer_with_a_malformed_guide_reply(server, sandbox):
     assert e.messages[1] == {"role": "guide", "content": "I cannot count that."}
     assert e.stats["rounds"] == 1 and e.stats["modes"] == ["code"]  # malformed → guidance in the current mode
     assert any(m["role"] == "assistant" and m["content"] for m in e.messages)  # the real model answered
-    assert solver.client.usage.requests >= 2 and solver.client.usage.completion_tokens > 0  # solve + self-check
+    # the solver was asked (its self-check program is requested only when it gave an answer to check)
+    assert solver.client.usage.requests >= 1 and solver.client.usage.completion_tokens > 0
     assert e.reward == (1.0 if e.correct else 0.0)  # scored by the task's own scorer
     assert len(e.stats["symbolic"]) == len(e.stats["self_check"]) == len(e.stats["modes"])
 
@@ -72,7 +73,7 @@ def test_steer_scripted_guide_returns_and_cli_resumes(server, sandbox, tmp_path)
     seen: list[list[dict]] = []
 
     def guide(msgs):
-        seen.append(msgs)
+        seen.append([dict(m) for m in msgs])  # a copy: the loop goes on appending to its list
         return next(replies)
 
     solver = EndpointChat(server.upstream, "smollm2", max_tokens=32, timeout_s=900)

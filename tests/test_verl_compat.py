@@ -122,7 +122,7 @@ def test_reward_through_verls_loader_and_reward_manager(tmp_path, tokenizer, cap
                  ("<answer>(3 * 4) * 2</answer>", "countdown", tz_gt, {}),
                  ("<answer>3 * 4 + 2</answer>", "countdown", tz_gt, {}),
                  ("no answer", "countdown", tz_gt, {}),
-                 ("<answer>3</answer>", "openai/gsm8k", "3", {})]
+                 ("<answer>3</answer>", "openai/gsm8k-verl-compat", "3", {})]  # a source no other test logs
         return type(manager).__name__, [(await manager.run_single(_batch(tokenizer, *c)))["reward_score"] for c in cases]
 
     with caplog.at_level(logging.ERROR, logger="reasonlab.export.verl"):
@@ -130,7 +130,7 @@ def test_reward_through_verls_loader_and_reward_manager(tmp_path, tokenizer, cap
     assert name == "NaiveRewardManager"
     assert got == [1.0, pytest.approx(0.1), 1.0, pytest.approx(0.1), 0.0, 0.0]
     msg = " ".join(r.getMessage() for r in caplog.records)
-    assert "'openai/gsm8k' is unknown" in msg and "reasonlab/<task>" in msg and "'countdown'" in msg
+    assert "'openai/gsm8k-verl-compat' is unknown" in msg and "reasonlab/<task>" in msg and "'countdown'" in msg
     # verl merges reward_kwargs and passes router arguments as keyword arguments: accepted, ignored
     fn = get_custom_reward_fn(conf)
     kw = {"reward_router_address": "127.0.0.1:1", "reward_model_tokenizer": None}
