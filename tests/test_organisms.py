@@ -98,3 +98,17 @@ def test_competence_cli(ci_poor):
     assert rep["samples"] == 2 and 0 <= rep["arith_heldout"] <= 1
     r = CliRunner().invoke(app, ["models", "pretrain", "medium"])
     assert r.exit_code == 2 and "poor, rich" in r.output
+
+
+def test_curated_subsets_differ_in_behaviors_as_intended(tmp_path):
+    """The curation arm's mixed corpus, split by the local classifier: the enriched subset carries the
+    behaviors, the minimal one none, and both have the same number of documents."""
+    from reasonlab.analysis.curate import curate
+
+    docs = corpus_documents(OrganismSpec(behavior_rate=0.3, countdown_docs=300, fact_docs=0, fact_max=12))
+    stats = curate([{"text": t} for t in docs], tmp_path, top_fraction=0.3)
+    enriched = sum(stats["mean_behaviors"]["enriched"].values())
+    minimal = sum(stats["mean_behaviors"]["control"].values())
+    assert stats["enriched"] == stats["control"] > 50
+    assert enriched >= 3 and minimal == 0
+    assert all(stats["mean_behaviors"]["enriched"][b] > 0 for b in stats["mean_behaviors"]["enriched"])
