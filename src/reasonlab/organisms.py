@@ -20,18 +20,25 @@ Qwen's. Everything else — tokenizer, size, corpus size, steps, seed — is sha
 only in the behavior documents. Continued pretraining (``init_from`` + a ``corpus`` JSONL) is the
 curated-pretraining arm of the study.
 
-Design choices, by measurement (session 3, Intel Xeon with AMX, 2 cores; numbers in README/docs):
+Design choices, by measurement (session 3, Intel Xeon with AMX, 2 cores; figures in the README):
 
 - **Tokenizer: numbers as whole tokens.** A byte-level BPE trained on the corpus, with every integer
   up to ``fact_max**2`` written often enough in its training text that it becomes one token (checked
-  after training). Copying a prompt's numbers is then a one-token copy and an arithmetic fact is a
-  one-token lookup; with digit tokens a 4-layer model must also learn carrying, and long traces
-  become ~1.6× longer, which costs RL time on a CPU.
-- **Size.** 4 layers × 256 wide (≈ 3.7 M parameters with a 2 048-token vocabulary): big enough to hold
-  the fact table and the trace grammar, small enough that a PPO step over 32 rollouts of ~300 tokens
-  takes seconds on 2 cores.
+  after training, :func:`split_numbers`). Copying a prompt's number is then a one-token copy and a
+  fact a one-token lookup. Digit tokens were not tried: whole numbers already gave 88–90% on
+  held-out facts (the model learns arithmetic, not lines), which is what the study needs.
+- **Size and batch.** 4 layers × 128 wide (1.25 M parameters, 2 048-token vocabulary), 1 500 steps
+  of 8 × 384 tokens (about 9 minutes at 9–11k tokens/s). A 4×192 pilot with 24 × 384-token
+  batches for 300 steps learned the grammar but not the content (19% held-out facts, answers with
+  numbers the prompt did not give); small batches and more steps for the same tokens fixed that.
+  Direct answers that restate the problem and keep the prompt's order of numbers gave the first
+  non-zero step-0 accuracy (8.6%, pass@4 23%).
 - **dtype.** bf16 autocast where the CPU has fast bf16 (AMX or avx512_bf16), fp32 otherwise
-  (:func:`reasonlab.rollout.hf.cpu_has_fast_bf16`); ``benchmarks/organism.py`` measures both.
+  (:func:`reasonlab.rollout.hf.cpu_has_fast_bf16`): 1.1× at this size, 1.6× at 4×256
+  (``benchmarks/organism.py``).
+- **Not enough for priming.** The behavior-poor base primed on 1 024 traces (240 SFT steps) writes
+  the traces' form but loses track of numbers and goals, and solves nothing; a larger organism or a
+  longer priming stage is the next thing to measure.
 
 Pretraining is cached by a content hash of the spec (and of the initial model and corpus file), under
 ``$REASONLAB_HOME/models/organisms/``; experiments and tests that ask for the same organism reuse it.
