@@ -123,6 +123,19 @@ def get_task(name: str, **kwargs: Any) -> Task:
         raise ValueError(f"bad arguments for task {name!r}: {e}") from None
 
 
+def answer_or_fail(text: str, max_chars: int = 4096):
+    """The last ``<answer>`` of ``text``, or the zero Score to return when there is none or it is too long:
+    ``(answer, None)`` or ``(None, score)`` (the shared first step of the exact-answer scorers)."""
+    from reasonlab.episode import Score
+
+    answer = extract_tag(text, "answer")
+    if answer is None:
+        return None, Score(0.0, False, False, None, {"error": "no <answer>...</answer>"})
+    if len(answer) > max_chars:
+        return None, Score(0.0, False, False, None, {"error": f"answer longer than {max_chars} chars"})
+    return answer, None
+
+
 def extract_tag(text: str, tag: str, *, max_chars: int = 200_000) -> str | None:
     """Content of the *last* ``<tag>…</tag>`` in ``text`` (as TinyZero does), or None.
 

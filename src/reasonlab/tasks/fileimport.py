@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reasonlab.episode import Problem, Score
-from reasonlab.tasks.base import check_split, extract_tag, split_of, stable_hash, system_prompt
+from reasonlab.tasks.base import answer_or_fail, check_split, split_of, stable_hash, system_prompt
 from reasonlab.tasks.procedural import norm
 
 QUESTION_FIELDS = ("question", "input", "problem", "prompt")
@@ -258,11 +258,9 @@ class FileTask:
         return float(exact_match(answer, t))
 
     def score(self, problem: Problem, text: str) -> Score:
-        answer = extract_tag(text, "answer")
-        if answer is None:
-            return Score(0.0, False, False, None, {"error": "no <answer>...</answer>"})
-        if len(answer) > MAX_ANSWER_CHARS:
-            return Score(0.0, False, False, None, {"error": f"answer longer than {MAX_ANSWER_CHARS} chars"})
+        answer, failed = answer_or_fail(text, MAX_ANSWER_CHARS)
+        if failed is not None:
+            return failed
         try:
             value = self.match(answer, problem)
         except Exception as e:  # a user's checker must not crash a run over odd model text

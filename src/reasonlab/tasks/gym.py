@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from reasonlab.episode import Problem, Score
-from reasonlab.tasks.base import check_split, extract_tag, register, system_prompt, register_lazy, split_of, stable_hash
+from reasonlab.tasks.base import answer_or_fail, check_split, register, system_prompt, register_lazy, split_of, stable_hash
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant. Think step by step inside <think> </think> tags, then give only the "
@@ -73,11 +73,9 @@ class GymTask:
         return [{"role": "system", "content": system_prompt(SYSTEM_PROMPT, tools)}, {"role": "user", "content": problem.question}]
 
     def score(self, problem: Problem, text: str) -> Score:
-        answer = extract_tag(text, "answer")
-        if answer is None:
-            return Score(0.0, False, False, None, {"error": "no <answer>...</answer>"})
-        if len(answer) > MAX_ANSWER_CHARS:
-            return Score(0.0, False, False, None, {"error": f"answer longer than {MAX_ANSWER_CHARS} chars"})
+        answer, failed = answer_or_fail(text, MAX_ANSWER_CHARS)
+        if failed is not None:
+            return failed
         if self._score_fn is None:
             import reasoning_gym as rg
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from reasonlab.episode import Problem, Score
-from reasonlab.tasks.base import check_split, extract_tag, register, split_of, stable_hash, system_prompt
+from reasonlab.tasks.base import answer_or_fail, check_split, register, split_of, stable_hash, system_prompt
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant. Think step by step inside <think> </think> tags, then give only the "
@@ -154,11 +154,9 @@ class ProceduralTask:
             return False
 
     def score(self, problem: Problem, text: str) -> Score:
-        answer = extract_tag(text, "answer")
-        if answer is None:
-            return Score(0.0, False, False, None, {"error": "no <answer>...</answer>"})
-        if len(answer) > MAX_ANSWER_CHARS:
-            return Score(0.0, False, False, None, {"error": f"answer longer than {MAX_ANSWER_CHARS} chars"})
+        answer, failed = answer_or_fail(text, MAX_ANSWER_CHARS)
+        if failed is not None:
+            return failed
         ok = self.check_answer(problem, answer)
         return Score(1.0 if ok else self.format_reward, ok, True, norm(answer), {})
 
