@@ -285,3 +285,25 @@ def test_problem_without_dead_ends_still_gets_a_true_trace():
     assert t.counts()["backtracking"] == 0
     res = evaluate_expression(t.answer)
     assert res.value == 7 and sorted(res.numbers) == [7, 7, 7]
+
+
+def test_organism_phrasing_restates_the_state_and_reads_like_standard():
+    """The organism family: same searches and counts, brackets always, every restart restates
+    numbers and target, and the local classifier counts what the search record says."""
+    from reasonlab.analysis.behaviors import count_behaviors_local
+
+    std = generate_traces("all_strategies", 40, seed=5, split="test")
+    org = generate_traces("all_strategies", 40, seed=5, split="test", paraphrase="organism")
+    for s, o in zip(std, org):
+        assert o.behaviors == s.behaviors and o.answer == s.answer and o.correct
+        nums, target = re.search(r"numbers (\[[\d, ]+\]), create an equation that equals (\d+)",
+                                 o.messages[1]["content"]).groups()
+        intro = f"I have {nums} and want {target}."
+        think = o.completion.split("</think>")[0]
+        assert think.startswith("<think>" + intro)
+        restarts = think.count("start over")
+        assert think.count(intro) == 1 + restarts
+        assert not re.search(r"\d, \d+ and \d", think)  # no "54, 21 and 7" list style
+        counted = count_behaviors_local(o.completion)
+        for b, v in o.behaviors.items():
+            assert (counted[b] > 0) == (v > 0), (b, o.completion)

@@ -22,7 +22,8 @@ class _Writer:
         self.bank, self.rng = bank, rng
         self.paragraphs: list[list[str]] = [[]]
         self.counts: Counter[str] = Counter()
-        self.brackets = rng.random() < 0.5  # one list style per trace: "[54, 21]" or "54 and 21"
+        # one list style per trace: "[54, 21]" or "54 and 21" (a family may fix it with ``list_style``)
+        self.brackets = rng.random() < 0.5 if "list_style" not in bank else bank["list_style"] == ["brackets"]
 
     def say(self, event: str, **slots) -> None:
         self.paragraphs[-1].append(self.rng.choice(self.bank[event]).format(**slots))
@@ -60,7 +61,7 @@ def narrate(trace: SearchTrace, bank: dict[str, list[str]], rng: random.Random) 
                     state += f" (where I need {node.goal})"
                 w.say("backtrack_partial", state=state)
             else:
-                w.say("backtrack_restart", numbers=w.numbers(trace.numbers))
+                w.say("backtrack_restart", numbers=w.numbers(trace.numbers), target=trace.target)
             w.new_paragraph()
     if trace.gave_up:
         w.say("give_up", target=trace.target, expr=trace.answer, v=trace.closest)

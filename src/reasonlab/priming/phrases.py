@@ -314,9 +314,40 @@ PARAPHRASE_B: dict[str, list[str]] = {
     ],
 }
 
+# For small model organisms (reasonlab.organisms): one template per event, every list in brackets, and
+# each restart restating the numbers *and* the target. A 1-M-parameter model copies from the line
+# just written far better than from a prompt 200 tokens back, and varied wording costs it capacity
+# it needs for the arithmetic (session 4: the primed organism lost the target and the numbers in
+# STANDARD traces and solved nothing). Same events and slots as STANDARD, wording drawn from it, so the
+# local classifier reads it like STANDARD (tests/test_priming.py checks the counts).
+ORGANISM: dict[str, list[str]] = {
+    "intro": ["I have {numbers} and want {target}."],
+    "step": ["{a} {op} {b} = {v}, so now I have {rest}."],
+    "leaf_fail": ["From {a} and {b} I can get {values}, but not {goal}."],
+    "leaf_hit": ["And {a} {op} {b} = {goal}, exactly what I need."],
+    "assemble": ["So the full expression is {expr} = {target}."],
+    "conclude": ["So the answer is {expr}."],
+    "backtrack_restart": ["This path fails, so let me start over. I have {numbers} and want {target}."],
+    "backtrack_partial": ["That doesn't work. Let me go back to {state} and try a different step."],
+    "subgoal": ["Let me set an intermediate goal of {v}, {reason}."],
+    "reason_equal": ["since that is {goal} itself"],
+    "reason_near": ["since it is near {goal}"],
+    "reason_factor": ["because {v} divides {goal}"],
+    "reason_multiple": ["because {goal} divides {v}"],
+    "reason_other": ["to cut down the numbers"],
+    "backward": ["Working backwards: {goal} = {relation}, so I need {need} from {rest}."],
+    "check_step": ["Let me check: {inverse}, so {a} {op} {b} = {v} is right."],
+    "check_backward": ["Let me check: {relation} = {goal}. Yes."],
+    "verify_final": ["Let me verify: {chain}. That's {target}, and each number is used exactly once."],
+    "give_up": ["I can't find a way to make {target} exactly. The closest I found is {expr}, which gives {v}."],
+    "verify_miss": ["Let me verify: {chain}. That's {v}, not {target}, but it is the closest."],
+    "list_style": ["brackets"],
+}
+
 FAMILIES: dict[str, dict[str, list[str]]] = {
     "standard": STANDARD,
     "paraphrase_a": PARAPHRASE_A,
     "paraphrase_b": PARAPHRASE_B,
+    "organism": ORGANISM,
 }
 HELD_OUT = "paraphrase_b"  # what ``paraphrase=True`` means
