@@ -112,3 +112,13 @@ def test_curated_subsets_differ_in_behaviors_as_intended(tmp_path):
     assert stats["enriched"] == stats["control"] > 50
     assert enriched >= 3 and minimal == 0
     assert all(stats["mean_behaviors"]["enriched"][b] > 0 for b in stats["mean_behaviors"]["enriched"])
+
+
+def test_trace_phrasing_keeps_old_cache_names_and_is_validated():
+    from reasonlab.organisms import OrganismSpec, spec_hash
+
+    base = OrganismSpec(behavior_rate=0.3)
+    assert spec_hash(base) == spec_hash(OrganismSpec(behavior_rate=0.3, trace_phrasing="standard"))
+    assert spec_hash(base) != spec_hash(OrganismSpec(behavior_rate=0.3, trace_phrasing="organism"))
+    with pytest.raises(ValueError, match="unknown trace_phrasing 'klingon'"):
+        OrganismSpec(trace_phrasing="klingon")

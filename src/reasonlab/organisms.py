@@ -36,9 +36,12 @@ Design choices, by measurement (session 3, Intel Xeon with AMX, 2 cores; figures
 - **dtype.** bf16 autocast where the CPU has fast bf16 (AMX or avx512_bf16), fp32 otherwise
   (:func:`reasonlab.rollout.hf.cpu_has_fast_bf16`): 1.1× at this size, 1.6× at 4×256
   (``benchmarks/organism.py``).
-- **Not enough for priming.** The behavior-poor base primed on 1 024 traces (240 SFT steps) writes
-  the traces' form but loses track of numbers and goals, and solves nothing; a larger organism or a
-  longer priming stage is the next thing to measure.
+- **Priming is the weak point at this size.** The behavior-poor base primed on 1 024 ``standard``
+  traces (240 SFT steps) wrote the traces' form but lost the numbers and the target and solved
+  nothing. Terse traces that restate the state (the ``organism`` phrasing family of
+  :mod:`reasonlab.priming.phrases`) and 480 steps gave 2.0% step-0 accuracy (pass@4 7.8%), at the
+  cost of arithmetic (seen facts 98% → 52%); docs/priming.md has the pilots. The rich base, which
+  saw traces through its whole pretraining, runs them better (6.6%) and keeps its arithmetic.
 
 Pretraining is cached by a content hash of the spec (and of the initial model and corpus file), under
 ``$REASONLAB_HOME/models/organisms/``; experiments and tests that ask for the same organism reuse it.
@@ -59,7 +62,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from reasonlab.config import Strict
 
@@ -87,6 +90,7 @@ class OrganismSpec(Strict):
     fact_max: int = Field(30, ge=2, description="arithmetic facts a op b for a, b in 0..fact_max")
     heldout_facts: float = Field(0.1, ge=0, lt=1, description="share of the fact table kept out of the corpus")
     countdown_docs: int = Field(10000, ge=0)
+    trace_phrasing: str = Field("standard", description="template family of the behavior traces (reasonlab.priming.phrases)")
     chat_share: float = Field(0.3, ge=0, le=1, description="share of Countdown documents in the rollouts' chat layout; "
                               "the rest state the problem in one line (fewer tokens for the same skill)")
     fact_docs: int = Field(4000, ge=0)
@@ -104,6 +108,15 @@ class OrganismSpec(Strict):
     seed: int = 0
     init_from: str | None = Field(None, description="continued pretraining: start from this model folder")
     corpus: str | None = Field(None, description="JSONL of {'text': ...} documents instead of the synthetic corpus")
+
+    @field_validator("trace_phrasing")
+    @classmethod
+    def _phrasing(cls, v: str) -> str:
+        from reasonlab.priming.phrases import FAMILIES
+
+        if v not in FAMILIES:
+            raise ValueError(f"unknown trace_phrasing {v!r}; allowed: {', '.join(FAMILIES)}")
+        return v
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -157,7 +170,8 @@ def corpus_documents(spec: OrganismSpec, *, progress: Callable[[int, int], None]
         problem = rng.choice(pool)
         numbers, target = problem.metadata["numbers"], problem.metadata["target"]
         if rng.random() < spec.behavior_rate:
-            response = trace_episode(task, problem, "all_strategies", seed=rng.randrange(1 << 30)).completion
+            response = trace_episode(task, problem, "all_strategies", seed=rng.randrange(1 << 30),
+                                     paraphrase=spec.trace_phrasing).completion
         else:
             think = rng.choice(_DIRECT_THINK).format(target=target, numbers=numbers)
             answer = direct_answer(tuple(numbers), target) or problem.metadata.get("solution")
@@ -282,9 +296,16 @@ def split_numbers(tok, max_value: int) -> list[int]:
 # ----------------------------------------------------------------------------- pretraining
 
 
+_HASH_IF_CHANGED = {"trace_phrasing": "standard"}
+
+
 def spec_hash(spec: OrganismSpec) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CORPUS_VERSION, **spec.model_dump(exclude={"name"})}, sort_keys=True).encode())
+    fields = spec.model_dump(exclude={"name"})
+    for k, default in _HASH_IF_CHANGED.items():  # fields added later: at their default, old caches stay valid
+        if fields[k] == default:
+            del fields[k]
+    h.update(json.dumps({"v": CORPUS_VERSION, **fields}, sort_keys=True).encode())
     for p in (spec.init_from, spec.corpus):
         if p:
             path = Path(p)

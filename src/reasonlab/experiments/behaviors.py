@@ -84,6 +84,8 @@ class BehaviorsRecipe(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     task_args: dict[str, Any] = Field(default_factory=lambda: {"min_numbers": 3, "max_numbers": 3})
     traces: int = Field(256, ge=1, description="priming traces per condition (and seed, see priming_seed)")
+    trace_phrasing: str = Field("standard", description="template family of the priming traces: standard, organism "
+                                "(terse, restating numbers and target; for small organisms), paraphrase_a, paraphrase_b")
     priming_seed: int | None = Field(
         0, description="prime each condition once, with this seed, and run RL from it with every seed (the seeds "
         "then measure RL's spread); null = traces and SFT per seed too")
@@ -107,6 +109,15 @@ class BehaviorsRecipe(Strict):
             raise ValueError("conditions must not repeat")
         return v
 
+    @field_validator("trace_phrasing")
+    @classmethod
+    def _phrasing(cls, v: str) -> str:
+        from reasonlab.priming.phrases import FAMILIES
+
+        if v not in FAMILIES:
+            raise ValueError(f"unknown trace_phrasing {v!r}; allowed: {', '.join(FAMILIES)}")
+        return v
+
     @field_validator("bases")
     @classmethod
     def _bases(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +139,12 @@ class Progress:
 
     def __init__(self, total_units: float, enabled: bool = True):
         self.total, self.done, self.t0, self.enabled = total_units, 0.0, time.time(), enabled
+        self.found_done: set[Any] = set()  # stages known complete before the run (already out of the plan)
+
+    def skip_known(self, keys: set[Any], units_each: float = 1) -> None:
+        """Take stages found complete on disk at start out of the plan, so the first ETA is right."""
+        self.found_done |= keys
+        self.total -= units_each * len(keys)
 
     def line(self, text: str) -> None:
         if self.enabled:
@@ -136,12 +153,12 @@ class Progress:
             eta_s = f"ETA {_fmt(eta)}" if eta == eta else "ETA -"
             print(f"[{_fmt(el)} · {eta_s}] {text}", flush=True)
 
-    def advance(self, units: float, worked: bool = True) -> None:
+    def advance(self, units: float, worked: bool = True, key: Any = None) -> None:
         """``units`` of the plan are finished; stages found complete (``worked=False``) leave the
         plan instead, so the ETA extrapolates only from stages that ran."""
         if worked:
             self.done += units
-        else:
+        elif key is None or key not in self.found_done:
             self.total -= units
 
 
@@ -197,6 +214,11 @@ def ensure_bases(recipe: BehaviorsRecipe, out: Path, prog: Progress) -> dict[str
             comp_path.write_text(json.dumps(rep, indent=2))
         prog.line(f"base {name}: {format_report(json.loads(comp_path.read_text()))}")
     return paths
+
+
+def _fact_max(recipe: BehaviorsRecipe) -> int | None:
+    """The organisms' fact range (for a primed model's arithmetic check); None for HF bases."""
+    return recipe.organism.get("fact_max") if isinstance(recipe.bases.get("poor"), dict) else None
 
 
 def _max_new(recipe: BehaviorsRecipe) -> int:
@@ -257,7 +279,8 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
             from transformers import AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(start)  # dots are length-matched in this tokenizer's tokens
-            eps = generate_traces(condition, recipe.traces, seed=prime_seed, task_args=recipe.task_args, tokenizer=tok)
+            eps = generate_traces(condition, recipe.traces, seed=prime_seed, task_args=recipe.task_args, tokenizer=tok,
+                                  paraphrase=recipe.trace_phrasing)
             tmp = traces.with_suffix(".partial")
             tmp.unlink(missing_ok=True)
             append_jsonl(tmp, eps)
@@ -274,7 +297,15 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
             loss = [h["loss"] for h in hist if "loss" in h]
             prog.line(f"{tag}: SFT done in {_fmt(time.time() - t0)}, loss {loss[0]:.2f} → {loss[-1]:.2f}" if loss else
                       f"{tag}: SFT done")
-        prog.advance(1, sft_worked)
+        comp_path = pd / "competence.json"
+        if not comp_path.exists():  # what priming made of the base, before RL (arithmetic kept? numbers read?)
+            from reasonlab.organisms import competence_report, format_report
+
+            rep = competence_report(str(final), task_args=recipe.task_args, max_new_tokens=_max_new(recipe),
+                                    fact_max=_fact_max(recipe), **recipe.competence)
+            comp_path.write_text(json.dumps(rep, indent=2))
+            prog.line(f"{tag}: primed model: {format_report(rep)}")
+        prog.advance(1, sft_worked, key=(condition, seed, "sft"))
         model = str(final)
     rl_dir = d / "rl"
     rl_cfg = {**recipe.rl, "model": model, "task": "countdown", "task_args": recipe.task_args, "out": str(rl_dir),
@@ -293,7 +324,7 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
                           f" train accuracy {row.get('accuracy', float('nan')):.3f}{acc} · {_fmt(time.time() - t0)}")
 
         train_rl(cfg, resume=rl_dir.exists(), show_progress=show_progress, on_step=on_step)
-    prog.advance(1, rl_worked)
+    prog.advance(1, rl_worked, key=(condition, seed, "rl"))
     return rl_dir
 
 
@@ -451,6 +482,11 @@ def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]],
         p = out / "bases" / name / "competence.json"
         if p.exists():
             lines.append(f"- **{name}** ({recipe.bases.get(name)}): {format_report(json.loads(p.read_text()))}")
+    primed = [(c, out / "conditions" / c / "primed" / "competence.json") for c in conds]
+    primed = [(c, p) for c, p in primed if p.exists()]
+    if primed:
+        lines += ["", "## Primed models before RL (the behavior-poor base after priming SFT)", ""]
+        lines += [f"- **{c}**: {format_report(json.loads(p.read_text()))}" for c, p in primed]
     lines += ["", "## Accuracy per condition (mean ± sd over seeds)", "",
               "| condition | base | step 0 | final | Δ (final − step 0) | total behaviors 0 → final | length 0 → final |",
               "|---|---|---|---|---|---|---|"]
@@ -541,6 +577,24 @@ def check_stages(recipe: BehaviorsRecipe) -> None:
                      f"bases.{name} (with organism)")
 
 
+def stages_done(recipe: BehaviorsRecipe, out: Path) -> set[tuple[str, int, str]]:
+    """(condition, seed, "sft"|"rl") stages already complete in ``out`` (a resumed run)."""
+    from reasonlab.priming.traces import CONDITIONS
+    from reasonlab.train.rl.config import RLConfig
+
+    steps = int(recipe.rl.get("steps", RLConfig.model_fields["steps"].default))
+    done = set()
+    for c in recipe.conditions:
+        for seed in recipe.seeds:
+            d = out / "conditions" / c / f"seed-{seed}"
+            if (d / "rl" / "checkpoints" / f"step-{steps:06d}").exists():
+                done.add((c, seed, "rl"))
+            pd = d if recipe.priming_seed is None else out / "conditions" / c / "primed"
+            if c in CONDITIONS and (pd / "sft" / "final" / "config.json").exists():
+                done.add((c, seed, "sft"))
+    return done
+
+
 def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Path:
     check_stages(recipe)
     out = Path(recipe.out or f"runs/{recipe.name}")
@@ -552,6 +606,7 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
     units = 2 * n_bases + sum(1 for c in recipe.conditions if c in CURATED) + \
         len(recipe.seeds) * sum(2 if c in CONDITIONS else 1 for c in recipe.conditions)
     prog = Progress(units, enabled=show_progress)
+    prog.skip_known(stages_done(recipe, out))
     timings: dict[str, float] = {}
     t0 = time.time()
     bases = ensure_bases(recipe, out, prog)
