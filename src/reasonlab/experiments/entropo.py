@@ -481,7 +481,7 @@ def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
     u = _plan_units(r, runs)
     total = u["rejection"] + u["sft"] + u["collect"] + u["verifier"] + sum(
         u["eval"] + (u["train"] if run.loss != "sft" else 0) for run in runs)
-    prog = Progress(total, enabled=show_progress)
+    prog = Progress(total)  # stage lines always; show_progress is about bars
     log = prog.line
     log(f"{r.name}: {len(runs) - len(r.seeds)} preference runs ({', '.join(r.losses)}) × α {alphas} × seeds "
         f"{r.seeds}, same data and {r.preference.get('max_steps', 'epochs')} steps each → {out}")
