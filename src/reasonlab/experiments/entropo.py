@@ -665,6 +665,14 @@ def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
                         for k, v in row.items() if k in cols})
 
 
+def _describe_base(r: EntroPORecipe) -> str:
+    if isinstance(r.base_model, dict):
+        from reasonlab.organisms import organism_path
+
+        return f"the organism {organism_path(organism_spec(r)).name}"
+    return str(r.base_model)
+
+
 def _report(out: Path, r: EntroPORecipe, results: list[dict], summary: list[dict], beta: float,
             plots: list[Path]) -> str:
     from reasonlab.train.preference import describe_entropy
@@ -672,7 +680,7 @@ def _report(out: Path, r: EntroPORecipe, results: list[dict], summary: list[dict
     nmax = results[0]["curves"]["Ns"][-1]
     alphas, _ = r.resolved_alphas()
     lines = [f"# {r.name}", "",
-             f"From one starting checkpoint ({r.start_model or 'SFT of ' + r.base_model}), {', '.join(r.losses)} "
+             f"From one starting checkpoint ({r.start_model or 'SFT of ' + _describe_base(r)}), {', '.join(r.losses)} "
              f"with α ∈ {alphas} (β = {beta:g}) on the same data for the same steps, seeds {r.seeds}; each run "
              f"evaluated on {r.eval_limit} test problems × {r.eval_n} samples. Values are mean ± sd over seeds.", ""]
     lines += [f"- α = {a:g}: {describe_entropy(a, beta)}" for a in alphas]
