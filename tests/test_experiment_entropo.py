@@ -147,3 +147,45 @@ def test_report_aggregates_seeds_and_states_differences(tmp_path):
     assert "entro_alpha=0.15, pref_beta=0.1" in report
     for name in ("pass_at_k.png", "tts.png", "tts_alpha.png", "alpha.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cpu_preset_reuses_the_behaviors_organism():
+    """The cpu preset's base_model is the cognitive-behaviors cpu preset's poor organism, field for
+    field: the same content hash, so the cached model is reused and never pretrained twice."""
+    from reasonlab.experiments.behaviors import BehaviorsRecipe, organism_spec as behaviors_spec
+    from reasonlab.experiments.entropo import organism_spec
+    from reasonlab.organisms import organism_path
+
+    root = RECIPE.parent
+    ours = organism_spec(EntroPORecipe(**yaml.safe_load((root / "entropo-cpu.yaml").read_text())))
+    theirs = behaviors_spec(BehaviorsRecipe(**yaml.safe_load((root / "countdown-behaviors-cpu.yaml").read_text())), "poor")
+    assert organism_path(ours) == organism_path(theirs)
+    # a changed field is another organism
+    other = EntroPORecipe(**{**yaml.safe_load((root / "entropo-cpu.yaml").read_text()),
+                             "base_model": {**ours.model_dump(exclude={"task_args"}), "steps": 10}})
+    assert organism_path(organism_spec(other)) != organism_path(theirs)
+    with pytest.raises(ValueError, match="layerz"):
+        EntroPORecipe(**{**yaml.safe_load((root / "entropo-cpu.yaml").read_text()), "base_model": {"layerz": 4}})
+
+
+def test_solver_teacher_answers_every_problem_correctly_and_varies():
+    from reasonlab.experiments.entropo import countdown_solutions, solver_episodes
+    from reasonlab.tasks.countdown import evaluate_expression
+
+    sols = countdown_solutions([2, 3, 4], 24)
+    assert "(2 * 3) * 4" in sols and "2 * (3 * 4)" in sols and "4 * (2 * 3)" in sols and "(2 + 4) * 3" not in sols
+    for s in sols:
+        r = evaluate_expression(s)
+        assert r.value == 24 and sorted(r.numbers) == [2, 3, 4]
+    assert countdown_solutions([1, 1, 1], 30) == []
+    four = countdown_solutions([1, 2, 3, 4], 24)
+    assert "((1 + 2) + 3) * 4" in four and all(evaluate_expression(s).value == 24 for s in four)
+    args = {"min_numbers": 3, "max_numbers": 3, "number_range": [1, 10], "target_range": [5, 30]}
+    eps = solver_episodes(args, 40, seed=0)
+    assert len(eps) == 40 and all(e.correct for e in eps)
+    def prompt_numbers(e):
+        return [int(x) for x in e.messages[1]["content"].split("[")[1].split("]")[0].split(",")]
+
+    # the prompt's order of numbers where a solution keeps it (most problems of this range)
+    assert sum(evaluate_expression(e.answer).numbers == prompt_numbers(e) for e in eps) >= 30
+    assert [e.answer for e in solver_episodes(args, 40, seed=0)] == [e.answer for e in eps]  # deterministic

@@ -459,6 +459,10 @@ def train_verifier(episodes: Sequence[Episode], model_path: str, out: str | Path
         dataloader_num_workers=0,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    if not show_progress:  # quiet: no per-log dict printed either
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     trainer.save_model(str(out))
     tok.save_pretrained(out)

@@ -7,10 +7,26 @@
        entropy, selected accuracy against N for majority / verifier / hybrid / random / oracle
 
 The starting checkpoint is ``start_model`` when given (a local HF folder, e.g. an organism already
-fine-tuned on teacher data: the SFT stage is skipped), else ``base_model`` ("tiny", an embedded
-name or a local HF folder) after SFT on ``teacher_traces`` synthetic correct traces and the correct
-trajectories of ``teacher_episodes`` (Episode JSONL, e.g. from ``reasonlab collect`` against a strong
-model). The α sweep is ``alphas`` (ours, α = α_p − β_p) or ``entro_alphas`` (the paper's α_p, with
+fine-tuned on teacher data: the SFT stage is skipped), else ``base_model`` after SFT. ``base_model`` is
+a pretrained organism spec (a mapping of :class:`reasonlab.organisms.OrganismSpec` fields, as the
+cognitive-behaviors recipe's ``bases``: the same fields give the same content hash, so the organism is
+reused from the cache, never pretrained twice), "tiny" (random init, plumbing only), an embedded name
+or an HF folder. SFT data (correct trajectories only):
+
+- ``rejection``: rejection sampling from the base itself: ``n`` samples on each of ``problems`` train
+  problems, scored, the correct ones kept (the organism's own phrasing, which it can imitate);
+- ``teacher_traces`` synthetic teacher trajectories (with ``teacher_in_sft``): ``teacher: solver``,
+  an exact Countdown solver answering directly with a solution drawn uniformly from all solutions in
+  the prompt's order of numbers (any order when none exists), or ``teacher: search``, the
+  ``all_strategies`` search traces of :mod:`reasonlab.priming` (too long for a 1M-parameter organism:
+  it loses track of the numbers in them);
+- the correct trajectories of ``teacher_episodes`` (Episode JSONL, e.g. from ``reasonlab collect``
+  against a strong model).
+
+Preference data: the starting policy's samples on ``collect_problems`` train problems (``collect_n``
+each) and the teacher's trajectories of the same problems (``teacher_in_preference``): DPO pairs a
+correct against an incorrect trajectory of one problem (``preference.pairing``), KTO labels each
+trajectory desirable (correct) or not; ``data_stats.json`` counts them by source. The α sweep is ``alphas`` (ours, α = α_p − β_p) or ``entro_alphas`` (the paper's α_p, with
 ``preference.pref_beta``); α = 0 is plain DPO/KTO and must be in the sweep: every α > 0 is compared
 with it. ``losses`` picks the families: ``dpo``, ``kto`` (our derivation) and ``kto-released``
 (the authors' released EntroPO-KTO, entropy only in the reference point; its α = 0 is KTO).
@@ -22,6 +38,7 @@ and ``tts_curves.json`` (full curves), ``report.md``/``report.html`` (comparison
 differences over seeds, mean ± sd) and plots: ``pass_at_k.png``, ``tts.png`` (selectors per method),
 ``tts_alpha.png`` (selectors per loss and α) and ``alpha.png`` (pass@k, entropy and diversity vs α).
 Every stage is skipped when its output is complete, so an interrupted run resumes where it stopped.
+The console prints one line per stage with the elapsed time and an ETA.
 """
 
 from __future__ import annotations
@@ -30,7 +47,9 @@ import base64
 import csv
 import json
 import math
+import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +58,7 @@ from pydantic import Field, model_validator
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import append_jsonl, read_episodes
 from reasonlab.config import Strict as _Strict
-from reasonlab.experiments.behaviors import _html
+from reasonlab.experiments.behaviors import Progress, _fmt as _fmt_time, _html
 
 LOSSES = ("dpo", "kto", "kto-released")
 SELECTOR_NAMES = ("majority", "verifier", "hybrid", "random", "oracle")
@@ -57,7 +76,21 @@ class TinyModelSpec(_Strict):
     vocab_size: int = 1024
 
 
-def ensure_base_model(recipe, out: Path) -> str:
+def organism_spec(recipe) -> Any:
+    """The OrganismSpec of a ``base_model`` mapping (``task_args`` default to the recipe's)."""
+    from reasonlab.organisms import OrganismSpec
+
+    return OrganismSpec(**{"task_args": recipe.task_args, "name": "organism", **recipe.base_model})
+
+
+def ensure_base_model(recipe, out: Path, log: Any = print) -> str:
+    if isinstance(recipe.base_model, dict):
+        from reasonlab.organisms import ensure_organism, organism_path
+
+        spec = organism_spec(recipe)
+        cached = (organism_path(spec) / "config.json").exists()
+        log(f"base: organism {'cached at' if cached else 'not cached; pretraining it into'} {organism_path(spec)}")
+        return str(ensure_organism(spec, log=log))
     if recipe.base_model != "tiny":
         return recipe.base_model
     path = out / "base-model"
@@ -72,6 +105,73 @@ def ensure_base_model(recipe, out: Path) -> str:
         create_tiny(path, layers=t.layers, width=t.width, heads=t.heads, vocab_size=t.vocab_size,
                     tasks=("countdown",), seed=seed, extra_texts=texts)
     return str(path)
+
+
+def countdown_solutions(numbers: list[int], target: int) -> list[str]:
+    """Every distinct solution of a three- or four-number Countdown problem (each number once, the
+    two bracketings of three numbers and the five of four), as written expressions."""
+    from fractions import Fraction
+    from itertools import permutations, product
+
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+           "/": lambda a, b: a / b if b else None}
+
+    def combos(xs):  # (text, value) of every bracketing of xs in this order
+        if len(xs) == 1:
+            yield str(xs[0]), Fraction(xs[0])
+            return
+        for i in range(1, len(xs)):
+            for (lt, lv), (rt, rv) in product(list(combos(xs[:i])), list(combos(xs[i:]))):
+                for o, f in ops.items():
+                    if lv is None or rv is None or (v := f(lv, rv)) is None:
+                        continue
+                    lt2 = lt if i == 1 else f"({lt})"
+                    rt2 = rt if len(xs) - i == 1 else f"({rt})"
+                    yield f"{lt2} {o} {rt2}", v
+
+    out = []
+    for order in dict.fromkeys(permutations(numbers)):
+        out += [t for t, v in combos(order) if v == target]
+    return list(dict.fromkeys(out))
+
+
+def solver_episodes(task_args: dict[str, Any], n: int, *, seed: int = 0, split: str = "train") -> list:
+    """The ``solver`` teacher: a direct answer to each of the first ``n`` problems of ``split`` (those
+    of the collect stage for the same seed), drawn uniformly from the solutions that keep the prompt's
+    order of numbers (all solutions when none does), with a short restating thought in the phrasing of
+    the organisms' pretraining corpus. Scored Episodes, all correct."""
+    from reasonlab.episode import Episode
+    from reasonlab.organisms import _DIRECT_THINK
+    from reasonlab.tasks import get_task
+    from reasonlab.tasks.countdown import evaluate_expression
+
+    task = get_task("countdown", **task_args)
+    rng = random.Random(f"solver-teacher|{seed}")
+    out = []
+    for p in task.problems(split, n, seed=seed):
+        numbers, target = p.metadata["numbers"], p.metadata["target"]
+        sols = countdown_solutions(numbers, target)
+        in_order = [x for x in sols if evaluate_expression(x).numbers == list(numbers)]
+        answer = rng.choice(in_order or sols or [p.metadata["solution"]])
+        think = rng.choice(_DIRECT_THINK).format(numbers=numbers, target=target)
+        text = f"<think>{think}</think>\n<answer>{answer}</answer>"
+        sc = task.score(p, text)
+        out.append(Episode(task=p.task, problem_id=p.id, sample_index=0,
+                           messages=task.messages(p) + [{"role": "assistant", "content": text}],
+                           reward=sc.reward, correct=sc.correct, format_ok=sc.format_ok, answer=sc.answer,
+                           score_details=sc.details, stats={"chars": len(text)},
+                           meta={"source": "solver-teacher", "solutions": len(sols)}))
+    return out
+
+
+class RejectionSpec(Strict):
+    """Rejection sampling from the base: its correct samples are SFT data."""
+
+    problems: int = Field(0, ge=0, description="train problems to sample; 0 = no rejection sampling")
+    n: int = Field(8, ge=1, description="samples per problem")
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int | None = Field(None, ge=1, description="default: sampling.max_new_tokens")
+    seed: int = Field(1, description="problem and sampling seed (the collect stage uses the recipe's seed)")
 
 
 class VerifierSpec(Strict):
@@ -92,13 +192,20 @@ class TTSSpec(Strict):
 
 class EntroPORecipe(Strict):
     name: str = "entropo"
-    base_model: str = Field("tiny", description="model the SFT stage starts from: 'tiny' (created from `tiny`), "
-                                                "an embedded name or a local HF folder (a pretrained organism)")
+    base_model: str | dict[str, Any] = Field(
+        "tiny", description="model the SFT stage starts from: a mapping of OrganismSpec fields (a pretrained "
+                            "organism, reused from the cache), 'tiny' (random init, from `tiny`), an embedded name "
+                            "or a local HF folder")
     start_model: str | None = Field(None, description="a ready starting checkpoint (local HF folder, e.g. an "
                                                       "organism fine-tuned on teacher data): skips the SFT stage")
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
     task_args: dict[str, Any] = Field(default_factory=lambda: {"min_numbers": 3, "max_numbers": 3})
-    teacher_traces: int = Field(256, ge=0, description="synthetic correct traces: SFT data, and 'chosen' data")
+    teacher: Literal["search", "solver"] = Field("search", description="synthetic teacher: all_strategies search "
+                                                 "traces, or the exact solver's direct answers")
+    teacher_traces: int = Field(256, ge=0, description="synthetic correct teacher trajectories (the first "
+                                "teacher_traces train problems): SFT data, and 'chosen' data")
+    teacher_in_sft: bool = Field(True, description="the synthetic teacher trajectories are SFT data")
+    rejection: RejectionSpec = Field(default_factory=RejectionSpec)
     teacher_episodes: list[str] = Field(default_factory=list, description="Episode JSONL files of teacher "
                                         "trajectories: their correct ones are SFT data; all join the preference data")
     teacher_in_preference: bool = Field(True, description="teacher trajectories join the preference data")
@@ -127,6 +234,11 @@ class EntroPORecipe(Strict):
         if clash:
             raise ValueError(f"preference.{clash[0]}: set by the experiment for every run; use `losses`, "
                              "`alphas` (or `entro_alphas`) and `seeds` instead")
+        if isinstance(self.base_model, dict):
+            from reasonlab.config import validate
+            from reasonlab.organisms import OrganismSpec
+
+            validate(OrganismSpec, {"task_args": self.task_args, **self.base_model}, "base_model (organism fields)")
         if self.start_model is not None and not (Path(self.start_model).expanduser() / "config.json").exists():
             raise ValueError(f"start_model: no Hugging Face model folder at {self.start_model} (config.json "
                              "missing); give a trained model's folder, or leave it empty to run the SFT stage")
@@ -195,48 +307,85 @@ def plan_runs(r: EntroPORecipe) -> list[Run]:
 # ----------------------------------------------------------------------------- stages
 
 
-def _stage_sft(r: EntroPORecipe, out: Path, base: str, quiet: bool) -> tuple[Path, list[str]]:
-    """The starting checkpoint and the teacher data files (for the preference data)."""
-    from reasonlab.config import validate
+def _write_once(path: Path, make) -> None:
+    """Write ``make()``'s Episodes to ``path`` unless it exists (complete or absent, never half)."""
+    if path.exists():
+        return
+    tmp = path.with_suffix(".partial")
+    tmp.unlink(missing_ok=True)
+    append_jsonl(tmp, make())
+    tmp.rename(path)
+
+
+def _stage_teacher(r: EntroPORecipe, out: Path) -> list[str]:
+    """The teacher trajectory files: the synthetic teacher's, then ``teacher_episodes``."""
     from reasonlab.priming.traces import generate_traces
-    from reasonlab.train.sft import SFTSettings, train_sft
 
     teacher = list(r.teacher_episodes)
-    traces = out / "teacher.jsonl"
     if r.teacher_traces:
-        if not traces.exists():
-            eps = generate_traces("all_strategies", r.teacher_traces, seed=r.seed, task_args=r.task_args)
-            tmp = traces.with_suffix(".partial")
-            tmp.unlink(missing_ok=True)
-            append_jsonl(tmp, eps)
-            tmp.rename(traces)
+        traces = out / "teacher.jsonl"
+        if r.teacher == "solver":
+            _write_once(traces, lambda: solver_episodes(r.task_args, r.teacher_traces, seed=r.seed))
+        else:
+            _write_once(traces, lambda: generate_traces("all_strategies", r.teacher_traces, seed=r.seed,
+                                                        task_args=r.task_args))
         teacher.insert(0, str(traces))
+    return teacher
+
+
+def _stage_sft(r: EntroPORecipe, out: Path, base: str, teacher: list[str], quiet: bool, log: Any) -> Path:
+    """The starting checkpoint: ``start_model``, or ``base`` after SFT on correct trajectories
+    (rejection samples of the base, and the teacher's)."""
+    from reasonlab.config import validate
+    from reasonlab.train.sft import SFTSettings, train_sft
+
     if r.start_model is not None:
-        return Path(r.start_model).expanduser(), teacher
-    if not teacher:
-        raise ValueError("no SFT data: set teacher_traces > 0 or teacher_episodes, or give start_model")
+        return Path(r.start_model).expanduser()
     final = out / "sft" / "final"
-    if not (final / "config.json").exists():
-        sft = {"only_correct": bool(r.teacher_episodes), **r.sft}  # teacher episodes: rejection sampling
-        cfg = validate(SFTSettings, {**sft, "model": base, "data": teacher, "out": str(out / "sft"),
-                                     "seed": r.seed}, "sft")
-        train_sft(cfg, show_progress=not quiet)
+    if (final / "config.json").exists():
+        return final
+    data = list(teacher) if r.teacher_in_sft else list(r.teacher_episodes)
+    rj = r.rejection
+    if rj.problems:
+        t0 = time.time()
+        sampling = {**r.sampling, "temperature": rj.temperature}
+        if rj.max_new_tokens:
+            sampling["max_new_tokens"] = rj.max_new_tokens
+        s = _evaluate(r, base, out / "rejection", "train", rj.problems, rj.n, rj.seed, quiet, sampling=sampling)
+        eps = read_episodes(out / "rejection" / "episodes" / "eval.jsonl")
+        good = [e for e in eps if e.correct]
+        log(f"rejection sampling: {len(good)} correct of {len(eps)} samples of the base (accuracy "
+            f"{s['accuracy']:.3f}) on {len({e.problem_id for e in good})}/{rj.problems} problems · "
+            f"{_fmt_time(time.time() - t0)}")
+        data.insert(0, str(out / "rejection" / "episodes" / "eval.jsonl"))
+    if not data:
+        raise ValueError("no SFT data: set rejection.problems, teacher_traces (with teacher_in_sft) or "
+                         "teacher_episodes, or give start_model")
+    sft = {"only_correct": bool(r.teacher_episodes or rj.problems), **r.sft}  # rejection sampling
+    cfg = validate(SFTSettings, {**sft, "model": base, "data": data, "out": str(out / "sft"), "seed": r.seed}, "sft")
+    t0 = time.time()
+    train_sft(cfg, show_progress=not quiet)
+    hist = json.loads((out / "sft" / "log_history.json").read_text()) if (out / "sft" / "log_history.json").exists() else []
+    loss = [h["loss"] for h in hist if "loss" in h]
+    log(f"SFT: {cfg.max_steps if cfg.max_steps > 0 else cfg.epochs} {'steps' if cfg.max_steps > 0 else 'epochs'} on "
+        f"{', '.join(Path(d).parent.parent.name if d.endswith('eval.jsonl') else Path(d).name for d in data)}"
+        + (f", loss {loss[0]:.3f} → {loss[-1]:.3f}" if loss else "") + f" · {_fmt_time(time.time() - t0)}")
     if not r.keep_checkpoints:
         shutil.rmtree(out / "sft" / "checkpoints", ignore_errors=True)
-    return final, teacher
+    return final
 
 
 def _evaluate(r: EntroPORecipe, model: str, out: Path, split: str, limit: int, n: int, seed: int,
-              quiet: bool) -> dict:
+              quiet: bool, sampling: dict | None = None) -> dict:
     from reasonlab.config import EvalConfig
     from reasonlab.experiments.evaluate import run_eval
 
     cfg = EvalConfig(task="countdown", task_args=r.task_args, model=model, split=split, limit=limit, n=n,
-                     seed=seed, sampling=r.sampling, dtype="fp32", out=str(out))
+                     seed=seed, sampling=sampling or r.sampling, dtype="fp32", out=str(out))
     return run_eval(cfg, show_progress=not quiet)
 
 
-def _stage_verifier(r: EntroPORecipe, out: Path, start: Path, data: list[str], console: Any) -> Path | None:
+def _stage_verifier(r: EntroPORecipe, out: Path, start: Path, data: list[str], log: Any) -> Path | None:
     """A learned outcome verifier (TRL RewardTrainer from the starting checkpoint) on the collected
     trajectories; None when it is switched off or the data has no problem with both outcomes."""
     from reasonlab.analysis.tts import preference_pairs, train_verifier
@@ -248,8 +397,8 @@ def _stage_verifier(r: EntroPORecipe, out: Path, start: Path, data: list[str], c
         return path
     eps = [e for f in data for e in read_episodes(f)]
     if not preference_pairs(eps):
-        console.print("[yellow]no problem has both a correct and an incorrect trajectory: no verifier; the "
-                      "verifier selector is left out and the hybrid runs without its verifier stage[/]")
+        log("no problem has both a correct and an incorrect trajectory: no verifier; the verifier selector "
+            "is left out and the hybrid runs without its verifier stage")
         return None
     v = r.verifier
     train_verifier(eps, str(start), path, steps=v.steps, lr=v.lr, batch_size=v.batch_size,
@@ -304,39 +453,65 @@ def _measure(r: EntroPORecipe, run: Run, model: str, out: Path, scorer: Any, qui
     return result
 
 
-def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
-    from rich.console import Console
+def _plan_units(r: EntroPORecipe, runs: list[Run]) -> dict[str, float]:
+    """Rough cost of each stage (≈ seconds of a 1M-parameter organism on one core); the ETA
+    rescales them by the stages that ran."""
+    tok = r.sampling.get("max_new_tokens", 256) / 48
+    sample = 0.02 * tok  # per sampled trajectory
+    steps = r.preference.get("max_steps", -1)
+    return {"rejection": r.rejection.problems * r.rejection.n * sample,
+            "sft": max(1, r.sft.get("max_steps", 100)) * 0.8 if r.start_model is None else 0.0,
+            "collect": r.collect_problems * r.collect_n * sample,
+            "verifier": r.verifier.steps * 0.5,
+            "train": (steps if steps > 0 else 100) * 1.0,
+            "eval": r.eval_limit * r.eval_n * sample * 1.5}
 
+
+def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
     from reasonlab.analysis.tts import VerifierScorer
     from reasonlab.config import validate
     from reasonlab.train.preference import PreferenceSettings, describe_entropy, train_preference
 
     quiet = not show_progress
-    console = Console(stderr=True)
     out = Path(r.out or f"runs/{r.name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(dump_yaml(r))
     alphas, beta = r.resolved_alphas()
     runs = plan_runs(r)
-    console.print(f"[bold]{r.name}[/]: {len(runs) - len(r.seeds)} preference runs ({', '.join(r.losses)}) × α "
-                  f"{alphas} × seeds {r.seeds}, same data and {r.preference.get('max_steps', 'epochs')} steps each")
+    u = _plan_units(r, runs)
+    total = u["rejection"] + u["sft"] + u["collect"] + u["verifier"] + sum(
+        u["eval"] + (u["train"] if run.loss != "sft" else 0) for run in runs)
+    prog = Progress(total)  # stage lines always; show_progress is about bars
+    log = prog.line
+    log(f"{r.name}: {len(runs) - len(r.seeds)} preference runs ({', '.join(r.losses)}) × α {alphas} × seeds "
+        f"{r.seeds}, same data and {r.preference.get('max_steps', 'epochs')} steps each → {out}")
     for a in alphas:
-        console.print(f"  α sweep: {describe_entropy(a, beta)}")
-    base = ensure_base_model(r, out) if r.start_model is None else r.start_model  # type: ignore[arg-type]
-    console.rule("[bold]starting checkpoint" + (" (SFT on teacher data)" if r.start_model is None else ""))
-    start, teacher = _stage_sft(r, out, base, quiet)
-    console.rule("[bold]collect trajectories from the starting policy")
-    _evaluate(r, str(start), out / "collect", "train", r.collect_problems, r.collect_n, r.seed, quiet)
+        log(f"  α sweep: {describe_entropy(a, beta)}")
+    base = ensure_base_model(r, out, log=log) if r.start_model is None else r.start_model  # type: ignore[arg-type]
+    teacher = _stage_teacher(r, out)
+    done = (out / "sft" / "final" / "config.json").exists() or r.start_model is not None
+    start = _stage_sft(r, out, str(base), teacher, quiet, log)
+    prog.advance(u["rejection"] + u["sft"], worked=not done)
+    log(f"starting checkpoint: {start}")
+    done = (out / "collect" / "summary.json").exists()
+    s = _evaluate(r, str(start), out / "collect", "train", r.collect_problems, r.collect_n, r.seed, quiet)
+    prog.advance(u["collect"], worked=not done)
+    log(f"collected {s['samples']} trajectories of the starting policy on {r.collect_problems} train problems: "
+        f"accuracy {s['accuracy']:.3f}")
     data = [str(out / "collect" / "episodes" / "eval.jsonl")]
     if r.teacher_in_preference:
         data += teacher
-    console.rule("[bold]verifier")
-    vpath = _stage_verifier(r, out, start, data[:1], console)
+    done = (out / "verifier" / "reasonlab.json").exists() or r.verifier.steps == 0
+    vpath = _stage_verifier(r, out, start, data[:1], log)
+    prog.advance(u["verifier"], worked=not done)
+    if vpath is not None:
+        log(f"verifier: {vpath}")
     scorer = VerifierScorer(vpath) if vpath is not None else None
     results = []
     for i, run in enumerate(runs, 1):
-        console.rule(f"[bold][{i}/{len(runs)}] {run.method}  α={run.alpha:g}  seed {run.seed}")
+        t0 = time.time()
         model = str(start)
+        trained = False
         if run.loss != "sft":
             final = out / run.name / "final"
             if not (final / "config.json").exists():
@@ -346,12 +521,26 @@ def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
                     "kto_form": "released" if run.loss == "kto-released" else "derived",
                     "out": str(out / run.name), "seed": run.seed}, run.name)
                 train_preference(cfg, show_progress=show_progress)
+                trained = True
             if not r.keep_checkpoints:
                 shutil.rmtree(out / run.name / "checkpoints", ignore_errors=True)
             model = str(final)
-        results.append(_measure(r, run, model, out, scorer, quiet))
+            prog.advance(u["train"], worked=trained)
+        measured = not (out / "eval" / run.name / "metrics.json").exists()
+        res = _measure(r, run, model, out, scorer, quiet)
+        prog.advance(u["eval"], worked=measured)
+        row = res["row"]
+        nmax = res["curves"]["Ns"][-1]
+        log(f"[{i}/{len(runs)}] {run.method} α={run.alpha:g} seed {run.seed}: pass@1 {row['pass@1']:.3f}, "
+            f"pass@{len(res['passk'])} {res['passk'][-1]:.3f}, entropy {row.get('div/mean_token_entropy') or 0:.3f}, "
+            f"distinct answers {row.get('div/distinct_answers') or 0:.2f}, hybrid@{nmax} "
+            f"{row.get(f'tts/hybrid@{nmax}', float('nan')):.3f}"
+            + (f" · {_fmt_time(time.time() - t0)}" if trained or measured else " (done before)"))
+        results.append(res)
     _data_report(out, runs)
-    return write_outputs(out, r, results, beta)
+    path = write_outputs(out, r, results, beta)
+    log(f"done: {out / 'report.md'}")
+    return path
 
 
 def _data_report(out: Path, runs: list[Run]) -> None:
@@ -476,6 +665,14 @@ def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
                         for k, v in row.items() if k in cols})
 
 
+def _describe_base(r: EntroPORecipe) -> str:
+    if isinstance(r.base_model, dict):
+        from reasonlab.organisms import organism_path
+
+        return f"the organism {organism_path(organism_spec(r)).name}"
+    return str(r.base_model)
+
+
 def _report(out: Path, r: EntroPORecipe, results: list[dict], summary: list[dict], beta: float,
             plots: list[Path]) -> str:
     from reasonlab.train.preference import describe_entropy
@@ -483,7 +680,7 @@ def _report(out: Path, r: EntroPORecipe, results: list[dict], summary: list[dict
     nmax = results[0]["curves"]["Ns"][-1]
     alphas, _ = r.resolved_alphas()
     lines = [f"# {r.name}", "",
-             f"From one starting checkpoint ({r.start_model or 'SFT of ' + r.base_model}), {', '.join(r.losses)} "
+             f"From one starting checkpoint ({r.start_model or 'SFT of ' + _describe_base(r)}), {', '.join(r.losses)} "
              f"with α ∈ {alphas} (β = {beta:g}) on the same data for the same steps, seeds {r.seeds}; each run "
              f"evaluated on {r.eval_limit} test problems × {r.eval_n} samples. Values are mean ± sd over seeds.", ""]
     lines += [f"- α = {a:g}: {describe_entropy(a, beta)}" for a in alphas]
