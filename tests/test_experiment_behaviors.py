@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from reasonlab.cli import app
@@ -77,3 +78,51 @@ def test_unknown_experiment_and_bad_recipe(tmp_path):
     bad.write_text("conditions: [none, sparkles]\n")
     r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "sparkles" in r.output and "all_strategies" in r.output
+
+
+@pytest.fixture(scope="module")
+def judge_server(tmp_path_factory):
+    """The real llama.cpp server on the embedded SmolLM2 (as the other endpoint tests use it)."""
+    from servers import start_llama_server
+
+    from reasonlab.models import smollm2_gguf_path
+
+    proc, base = start_llama_server(str(smollm2_gguf_path()), str(tmp_path_factory.mktemp("llama") / "server.log"))
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except Exception:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_llm_judge_counts_behaviors_through_training(tmp_path, organism_home, judge_server):
+    """With a `judge` endpoint, each eval step's responses are also counted by the LLM judge."""
+    import yaml
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(conditions=["none"], seeds=[0])
+    recipe["rl"].update(steps=1, eval_limit=2, eval_n=1)
+    recipe["judge"] = {"base_url": judge_server, "model": "smollm2", "per_eval": 2, "max_tokens": 24,
+                       "timeout_s": 600, "concurrency": 2}
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "cb"
+    args = ["run", "countdown-behaviors", "--config", str(cfg), "--out", str(out), "--quiet"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    jdir = out / "conditions" / "none" / "seed-0" / "rl" / "judge"
+    files = sorted(jdir.glob("eval-step-*.json"))
+    assert [f.name for f in files] == ["eval-step-000000.json", "eval-step-000001.json"]
+    for f in files:
+        j = json.loads(f.read_text())
+        assert j["responses"] == 2 and j["failed"] == 0
+        # one prompt per behavior and response (and a second try after a malformed reply)
+        assert 2 * 4 <= j["usage"]["requests"] + j["usage"]["cached"] <= 2 * 4 * 2
+        assert set(j["means"]) == {"verification", "backtracking", "subgoal_setting", "backward_chaining"}
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {"judge_avg_verifications", "judge_avg_backwards", "judge_total_behaviors"} <= rows[0].keys()
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert CliRunner().invoke(app, args).exit_code == 0  # resumed: nothing judged twice
+    assert [f.stat().st_mtime_ns for f in files] == stamps

@@ -17,9 +17,12 @@ Every condition runs RL once per seed; the bases are shared, and each priming co
 ``priming_seed: null`` primes per seed too. Writes
 
     bases/<name>/competence.json   what each base can do before RL (arithmetic, step-0 accuracy, behaviors)
+    conditions/<c>/primed/competence.json   the same for each primed model
     results.csv     a row per condition, seed and eval step: the study's columns (avg_verifications,
                     avg_backtracking, avg_subgoals, avg_backwards, total_behaviors, accuracy, pass@k,
-                    response_length) plus base, seed and train_reward
+                    response_length) plus base, seed and train_reward; with a ``judge`` endpoint
+                    also judge_<column> and judge_total_behaviors (the LLM judge on the eval responses,
+                    conditions/<c>/seed-<s>/rl/judge/eval-step-N.json)
     report.md / report.html (self-contained): competence, final accuracy per condition (mean ± sd over
                     seeds), the comparisons as differences with their spread, and plots with bands
     conditions/<name>/primed/{traces.jsonl, sft/}   the primed model (once per condition by default)
@@ -71,6 +74,19 @@ class CurationSettings(Strict):
     lr: float = Field(1e-3, gt=0)
 
 
+class JudgeSettings(Strict):
+    """The LLM judge on the eval responses of every RL run (any OpenAI-compatible endpoint)."""
+
+    base_url: str = Field(..., description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(..., description="model name served there")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (unset: 'none')")
+    per_eval: int = Field(32, ge=1, description="responses judged per eval step (the first N of the eval file)")
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_tokens: int = Field(256, ge=8)
+    cache: str | None = Field(None, description="on-disk request cache (default <out>/judge-cache.sqlite)")
+
+
 class BehaviorsRecipe(Strict):
     name: str = "countdown-behaviors"
     bases: dict[str, Any] = Field(
@@ -92,6 +108,8 @@ class BehaviorsRecipe(Strict):
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTSettings fields (model/data/out are set here)")
     rl: dict[str, Any] = Field(default_factory=dict, description="RLConfig fields (model/task/out are set here)")
     curation: CurationSettings = Field(default_factory=CurationSettings)
+    judge: JudgeSettings | None = Field(None, description="also count behaviors with an LLM judge (the local "
+                                       "classifier always runs)")
     competence: dict[str, Any] = Field(default_factory=lambda: {"problems": 32, "n": 4},
                                        description="competence_report arguments for each base")
     out: str | None = None
@@ -328,6 +346,42 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
     return rl_dir
 
 
+def judge_run(judge: JudgeSettings, rl_dir: Path, cache: Path, prog: Progress, tag: str) -> None:
+    """LLM-judge counts for each eval step of one RL run, in ``rl/judge/eval-step-N.json`` (skipped
+    when present; requests are cached, so an interrupted judge pass re-sends nothing answered)."""
+    import os
+
+    from reasonlab.analysis.judge import BehaviorJudge
+    from reasonlab.episode import read_episodes
+    from reasonlab.rollout.openai_client import OpenAIChat
+
+    todo = [f for f in sorted((rl_dir / "episodes").glob("eval-step-*.jsonl"))
+            if not (rl_dir / "judge" / f.with_suffix(".json").name).exists()]
+    if not todo:
+        return
+    client = OpenAIChat(judge.base_url, judge.model, api_key=os.environ.get(judge.api_key_env, "none"),
+                        concurrency=judge.concurrency, timeout_s=judge.timeout_s, cache=cache)
+    bj = BehaviorJudge(client, max_tokens=judge.max_tokens)
+    (rl_dir / "judge").mkdir(exist_ok=True)
+    for f in todo:
+        eps = read_episodes(f)[: judge.per_eval]
+        before = dict(client.usage.as_dict())
+        rep = bj.count([e.completion for e in eps])
+        rep.usage = {k: (v - before[k] if isinstance(v, (int, float)) else v) for k, v in rep.usage.items()}
+        means = {}
+        for b in BEHAVIOR_COLUMNS:
+            vals = [c[b] for c in rep.counts if c.get(b) is not None]
+            means[b] = sum(vals) / len(vals) if vals else None
+        out = {"responses": len(eps), "means": means, "malformed": rep.malformed, "failed": rep.failed,
+               "usage": rep.usage, "errors": rep.errors[:5]}
+        tmp = rl_dir / "judge" / (f.stem + ".partial")
+        tmp.write_text(json.dumps(out, indent=1))
+        tmp.replace(rl_dir / "judge" / f.with_suffix(".json").name)
+        shown = ", ".join(f"{b} {v:.2f}" if v is not None else f"{b} -" for b, v in means.items())
+        prog.line(f"{tag}: LLM judge on {f.stem} ({len(eps)} responses): {shown}"
+                  + (f" · {rep.failed} failed requests" if rep.failed else ""))
+
+
 def collect_results(out: Path, conditions: list[str], seeds: list[int]) -> list[dict[str, Any]]:
     rows = []
     for c in conditions:
@@ -352,6 +406,13 @@ def collect_results(out: Path, conditions: list[str], seeds: list[int]) -> list[
                         row[k[len("eval/"):]] = v
                 row["response_length"] = m["eval/response_length"]
                 row["train_reward"] = m.get("reward")
+                jf = path.parent / "judge" / f"eval-step-{m['step']:06d}.json"
+                if jf.exists():  # the LLM judge's counts next to the local classifier's
+                    means = json.loads(jf.read_text())["means"]
+                    for b, col in BEHAVIOR_COLUMNS.items():
+                        row[f"judge_{col}"] = means.get(b)
+                    vals = [v for v in means.values() if v is not None]
+                    row["judge_total_behaviors"] = sum(vals) if len(vals) == len(means) else None
                 rows.append(row)
     return rows
 
@@ -487,9 +548,11 @@ def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]],
     if primed:
         lines += ["", "## Primed models before RL (the behavior-poor base after priming SFT)", ""]
         lines += [f"- **{c}**: {format_report(json.loads(p.read_text()))}" for c, p in primed]
+    judged = any(r.get("judge_total_behaviors") is not None for r in rows)
     lines += ["", "## Accuracy per condition (mean ± sd over seeds)", "",
-              "| condition | base | step 0 | final | Δ (final − step 0) | total behaviors 0 → final | length 0 → final |",
-              "|---|---|---|---|---|---|---|"]
+              "| condition | base | step 0 | final | Δ (final − step 0) | total behaviors 0 → final | length 0 → final |"
+              + (" LLM judge: total behaviors 0 → final |" if judged else ""),
+              "|---|---|---|---|---|---|---|" + ("---|" if judged else "")]
     for c in conds:
         a0 = list(final_by_seed(rows, c, step=0).values())
         a1 = list(final_by_seed(rows, c).values())
@@ -499,8 +562,14 @@ def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]],
         l1 = list(final_by_seed(rows, c, "response_length").values())
         d = [y - x for x, y in zip(a0, a1)]
         f = lambda xs, p=3: "{:.{p}f} ± {:.{p}f}".format(*_mean_sd(xs), p=p)  # noqa: E731
+        judge_cell = ""
+        if judged:
+            jr = [r for r in rows if r.get("judge_total_behaviors") is not None]
+            j0 = list(final_by_seed(jr, c, "judge_total_behaviors", step=0).values())
+            j1 = list(final_by_seed(jr, c, "judge_total_behaviors").values())
+            judge_cell = f" {f(j0, 2)} → {f(j1, 2)} |" if j0 and j1 else " – |"
         lines.append(f"| {c} | {base_of(c)} | {f(a0)} | {f(a1)} | {f(d)} | {f(b0, 2)} → {f(b1, 2)} | "
-                     f"{_mean_sd(l0)[0]:.0f} → {_mean_sd(l1)[0]:.0f} |")
+                     f"{_mean_sd(l0)[0]:.0f} → {_mean_sd(l1)[0]:.0f} |" + judge_cell)
     comps = comparisons(rows, conds)
     if comps:
         lines += ["", "## The study's comparisons (final accuracy, paired by seed)", "",
@@ -620,7 +689,10 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
         for c in recipe.conditions:
             t0 = time.time()
             start = curated.get(c) or bases[base_of(c)]
-            run_condition(recipe, out, c, seed, start, prog, show_progress=False)
+            rl_dir = run_condition(recipe, out, c, seed, start, prog, show_progress=False)
+            if recipe.judge:
+                judge_run(recipe.judge, rl_dir, Path(recipe.judge.cache or out / "judge-cache.sqlite"), prog,
+                          f"{c} seed {seed}")
             timings[f"{c} seed {seed}"] = time.time() - t0
             rows = collect_results(out, recipe.conditions, recipe.seeds)  # results so far, after every run
             write_results(out, rows)
