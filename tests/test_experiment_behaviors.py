@@ -126,3 +126,20 @@ def test_llm_judge_counts_behaviors_through_training(tmp_path, organism_home, ju
     stamps = [f.stat().st_mtime_ns for f in files]
     assert CliRunner().invoke(app, args).exit_code == 0  # resumed: nothing judged twice
     assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_parallel_workers_give_the_same_table(tmp_path, organism_home):
+    """workers: 2 runs the (condition, seed) RL runs in two spawned processes; results.csv has every run."""
+    import yaml
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(conditions=["none", "no_positive"], seeds=[0, 1], workers=2, threads=1)
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "cb"
+    r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {(r["condition"], r["seed"], r["step"]) for r in rows} == {
+        (c, s, st) for c in ("none", "no_positive") for s in "01" for st in "012"}
+    assert len(list((out / "conditions" / "no_positive").glob("*/sft/final/config.json"))) == 1  # primed once

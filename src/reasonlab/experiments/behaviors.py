@@ -38,8 +38,10 @@ import base64
 import csv
 import json
 import logging
+import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,10 @@ class BehaviorsRecipe(Strict):
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTSettings fields (model/data/out are set here)")
     rl: dict[str, Any] = Field(default_factory=dict, description="RLConfig fields (model/task/out are set here)")
     curation: CurationSettings = Field(default_factory=CurationSettings)
+    workers: int = Field(1, ge=1, description="(condition, seed) RL runs at once, each in its own process; for the "
+                         "organisms on a 2-core CPU, 2 workers × 1 torch thread beat 1 × 2 threads (small matmuls "
+                         "do not scale over threads)")
+    threads: int | None = Field(None, ge=1, description="torch threads per worker (default: cores // workers)")
     judge: JudgeSettings | None = Field(None, description="also count behaviors with an LLM judge (the local "
                                        "classifier always runs)")
     competence: dict[str, Any] = Field(default_factory=lambda: {"problems": 32, "n": 4},
@@ -276,8 +282,9 @@ def ensure_curated(recipe: BehaviorsRecipe, out: Path, poor: str, prog: Progress
 
 
 def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int, start: str, prog: Progress,
-                  show_progress: bool) -> Path:
-    """Traces → SFT (priming conditions) → RL for one condition and seed; returns the RL run directory."""
+                  show_progress: bool, rl: bool = True) -> Path:
+    """Traces → SFT (priming conditions) → RL for one condition and seed; returns the RL run directory
+    (``rl=False``: stops after priming)."""
     from reasonlab.config import validate
     from reasonlab.priming.traces import CONDITIONS, generate_traces
     from reasonlab.train.rl.config import RLConfig
@@ -326,6 +333,8 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
         prog.advance(1, sft_worked, key=(condition, seed, "sft"))
         model = str(final)
     rl_dir = d / "rl"
+    if not rl:
+        return rl_dir
     rl_cfg = {**recipe.rl, "model": model, "task": "countdown", "task_args": recipe.task_args, "out": str(rl_dir),
               "seed": seed, "eval_behaviors": True, "eval_at_start": True, "tensorboard": False}
     cfg = validate(RLConfig, rl_cfg, f"{condition}: rl")
@@ -646,6 +655,45 @@ def check_stages(recipe: BehaviorsRecipe) -> None:
                      f"bases.{name} (with organism)")
 
 
+def _worker(recipe_json: str, out: str, c: str, seed: int, start: str, threads: int) -> tuple[str, float]:
+    """One (condition, seed) in a worker process with its own torch thread count."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    recipe = BehaviorsRecipe.model_validate_json(recipe_json)
+    prog = Progress(1)
+    prog.line = lambda text: print(f"  [worker] {text}", flush=True)  # type: ignore[method-assign]
+    rl_dir = run_condition(recipe, Path(out), c, seed, start, prog, show_progress=False)
+    return str(rl_dir), time.time() - t0
+
+
+def run_parallel(recipe: BehaviorsRecipe, out: Path, jobs: list[tuple[str, int]], starts: dict[str, str],
+                 prog: Progress, finished: Callable[[str, int, Path, float], None]) -> None:
+    """Priming in this process (each primed model is shared by the seeds), then the RL runs
+    ``recipe.workers`` at a time, each in a spawned process with ``threads`` torch threads."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from reasonlab.priming.traces import CONDITIONS
+
+    if recipe.priming_seed is not None:
+        for c in dict.fromkeys(c for c, _ in jobs if c in CONDITIONS):
+            run_condition(recipe, out, c, recipe.seeds[0], starts[c], prog, show_progress=False, rl=False)
+            for seed in recipe.seeds[1:]:  # the other seeds' share of the plan: primed already
+                prog.advance(1, False, key=(c, seed, "sft"))
+    threads = recipe.threads or max(1, (os.cpu_count() or 1) // recipe.workers)
+    with cf.ProcessPoolExecutor(recipe.workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = {pool.submit(_worker, recipe.model_dump_json(), str(out), c, seed, starts[c], threads): (c, seed)
+                for c, seed in jobs}
+        for fut in cf.as_completed(futs):
+            c, seed = futs[fut]
+            rl_dir, seconds = fut.result()
+            prog.line(f"{c} seed {seed}: finished in {_fmt(seconds)}")
+            prog.advance(1 if (c, seed, "rl") not in prog.found_done else 0)
+            finished(c, seed, Path(rl_dir), seconds)
+
+
 def stages_done(recipe: BehaviorsRecipe, out: Path) -> set[tuple[str, int, str]]:
     """(condition, seed, "sft"|"rl") stages already complete in ``out`` (a resumed run)."""
     from reasonlab.priming.traces import CONDITIONS
@@ -685,17 +733,24 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
     if curated:
         timings["curated continued pretraining"] = time.time() - t0
     rows: list[dict[str, Any]] = []
-    for seed in recipe.seeds:
-        for c in recipe.conditions:
+    jobs = [(c, seed) for seed in recipe.seeds for c in recipe.conditions]
+
+    def finished(c: str, seed: int, rl_dir: Path, seconds: float) -> None:
+        nonlocal rows
+        if recipe.judge:
+            judge_run(recipe.judge, rl_dir, Path(recipe.judge.cache or out / "judge-cache.sqlite"), prog,
+                      f"{c} seed {seed}")
+        timings[f"{c} seed {seed}"] = seconds
+        rows = collect_results(out, recipe.conditions, recipe.seeds)  # results so far, after every run
+        write_results(out, rows)
+
+    if recipe.workers == 1:
+        for c, seed in jobs:
             t0 = time.time()
             start = curated.get(c) or bases[base_of(c)]
-            rl_dir = run_condition(recipe, out, c, seed, start, prog, show_progress=False)
-            if recipe.judge:
-                judge_run(recipe.judge, rl_dir, Path(recipe.judge.cache or out / "judge-cache.sqlite"), prog,
-                          f"{c} seed {seed}")
-            timings[f"{c} seed {seed}"] = time.time() - t0
-            rows = collect_results(out, recipe.conditions, recipe.seeds)  # results so far, after every run
-            write_results(out, rows)
+            finished(c, seed, run_condition(recipe, out, c, seed, start, prog, show_progress=False), time.time() - t0)
+    else:
+        run_parallel(recipe, out, jobs, {c: curated.get(c) or bases[base_of(c)] for c in recipe.conditions}, prog, finished)
     plots = plot_results(out, rows)
     prev = out / "timings.json"
     if prev.exists():  # a resumed run keeps the time its earlier stages took
