@@ -110,8 +110,24 @@ def sample_next(
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         filtered = torch.full_like(filtered, float("-inf")).scatter(1, idx, sorted_logits)
     probs = torch.exp(scaled - lse[:, None]) if filtered is scaled else torch.softmax(filtered, dim=-1)
-    tok = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    tok = draw(probs, generator)
     return tok, scaled.gather(1, tok[:, None])[:, 0] - lse
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of ``probs`` [B, V] (nonnegative, not necessarily normalised), by
+    inverse-CDF sampling: the first index whose cumulative sum (float64) exceeds u · total.
+
+    The distribution of ``torch.multinomial(probs, 1)``, from B uniform numbers instead of B × V
+    exponential ones (measured on CPU, [32, 1528]: 1.85 ms for multinomial, most of it drawing
+    the exponentials; ~0.2 ms this way). A zero-probability token is never drawn: its cumulative
+    sum equals its predecessor's, so no u falls in its interval.
+    """
+    cdf = torch.cumsum(probs, dim=-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, dtype=torch.float64, device=probs.device, generator=generator) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total: never past the end
+    return torch.searchsorted(cdf, u, right=True)[:, 0]
 
 
 @dataclass
@@ -174,6 +190,9 @@ class HFBackend:
             (for tiny models, whose compile warm-up costs more than it saves in a short run).
         compile_min_tokens: decode budget (rows × max_new_tokens, summed over calls) after which
             ``compile='auto'`` compiles.
+        llama_step: uncompiled static-cache decoding of a ``LlamaForCausalLM`` runs the
+            hand-written step (:mod:`reasonlab.rollout.hf_llama`) instead of the transformers
+            forward; ``False`` keeps the transformers forward (for comparisons).
     """
 
     def __init__(
@@ -186,6 +205,7 @@ class HFBackend:
         batch_size: int = 64,
         compile: bool | str = "auto",
         compile_min_tokens: float = 100_000,
+        llama_step: bool = True,
     ):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -210,6 +230,7 @@ class HFBackend:
         self._keep_arg = accepts_logits_to_keep(model)
         self.compile = compile
         self.compile_min_tokens = compile_min_tokens
+        self.llama_step = llama_step
         self.static_reason: str | None = None  # why the static path is off (None: it is on)
         if compile is not False:
             from reasonlab.rollout import hf_static
@@ -265,9 +286,15 @@ class HFBackend:
         want_compiled = self.compile is True or self._budget >= self.compile_min_tokens
         upgrade = self._step is not None and want_compiled and not (self._step.compiled or self._step.compile_failed)
         if self._step is None or upgrade:
+            from reasonlab.rollout import hf_llama
             from reasonlab.rollout.hf_static import StaticStep
 
-            self._step = StaticStep(self.model, compiled=want_compiled)
+            if not want_compiled and self.llama_step and hf_llama.unsupported_reason(self.model) is None:
+                self._step = hf_llama.LlamaStep(self.model)
+            else:
+                self._step = StaticStep(self.model, compiled=want_compiled)
+        if hasattr(self._step, "prepare"):
+            self._step.prepare()  # the weights as they are now (the trainer updates them in place)
         return self._step
 
     @torch.inference_mode()
