@@ -49,6 +49,9 @@ from reasonlab.rollout.base import Sample, SamplingParams
 log = logging.getLogger(__name__)
 
 
+TINY_PARAMS = 20_000_000  # at most this many parameters: generate on one CPU thread (HFBackend threads='auto')
+
+
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
     """'auto' → bf16 where the hardware runs it fast (CUDA with bf16, CPU with AMX/AVX512-BF16), else fp32."""
     if dtype in ("fp32", "float32"):
@@ -193,6 +196,11 @@ class HFBackend:
         llama_step: uncompiled static-cache decoding of a ``LlamaForCausalLM`` runs the
             hand-written step (:mod:`reasonlab.rollout.hf_llama`) instead of the transformers
             forward; ``False`` keeps the transformers forward (for comparisons).
+        threads: torch threads while generating (restored after); 0 leaves them alone. ``'auto'``:
+            1 for a model of at most :data:`TINY_PARAMS` parameters on CPU, else 0. A tiny model's
+            ops take microseconds, and on a shared 2-core machine a second OpenMP thread mostly
+            waits for a descheduled partner: an organism rollout ran 6-7x slower (wall) with 2
+            threads than with 1 (benchmarks/generation.py --organism, load ~5 on 2 cores).
     """
 
     def __init__(
@@ -206,6 +214,7 @@ class HFBackend:
         compile: bool | str = "auto",
         compile_min_tokens: float = 100_000,
         llama_step: bool = True,
+        threads: int | str = "auto",
     ):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -231,6 +240,10 @@ class HFBackend:
         self.compile = compile
         self.compile_min_tokens = compile_min_tokens
         self.llama_step = llama_step
+        n_params = sum(p.numel() for p in model.parameters())
+        if threads == "auto":  # tiny models on CPU: one thread (see the class docstring)
+            threads = 1 if device == "cpu" and n_params <= TINY_PARAMS else 0
+        self.threads = int(threads)
         self.static_reason: str | None = None  # why the static path is off (None: it is on)
         if compile is not False:
             from reasonlab.rollout import hf_static
@@ -258,15 +271,22 @@ class HFBackend:
         rows.sort(key=lambda r: len(r.prompt))
         step = self._static_step(len(rows) * params.max_new_tokens)
         flat: list[Sample | None] = [None] * len(rows)
-        for b, start in enumerate(range(0, len(rows), self.batch_size)):
-            batch = rows[start : start + self.batch_size]
-            gen = None
-            if params.seed is not None:
-                gen = torch.Generator(device=self.device).manual_seed(params.seed * 100_003 + b)
-            for row, sample in zip(batch, self._generate_batch([r.prompt for r in batch], params, gen, step)):
-                flat[row.out] = sample
-            if progress:
-                progress(len(batch))
+        before = torch.get_num_threads()
+        if self.threads and self.threads != before:
+            torch.set_num_threads(self.threads)
+        try:
+            for b, start in enumerate(range(0, len(rows), self.batch_size)):
+                batch = rows[start : start + self.batch_size]
+                gen = None
+                if params.seed is not None:
+                    gen = torch.Generator(device=self.device).manual_seed(params.seed * 100_003 + b)
+                for row, sample in zip(batch, self._generate_batch([r.prompt for r in batch], params, gen, step)):
+                    flat[row.out] = sample
+                if progress:
+                    progress(len(batch))
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
         return [flat[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]  # type: ignore[misc]
 
     # ------------------------------------------------------------------ internals
