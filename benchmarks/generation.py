@@ -3,6 +3,7 @@
     python benchmarks/generation.py                       # batches 1,8,32,64; 128 new tokens
     python benchmarks/generation.py --quick               # batches 1,8; 32 new tokens
     python benchmarks/generation.py --batches 64 --new-tokens 256 --model smollm2-135m
+    python benchmarks/generation.py --organism [PATH] --threads 2   # an organism's PPO rollout (8x4, 240 tokens)
 
 Prompts: Countdown test problems rendered with the model's chat template, one distinct problem per
 row (no shared prefixes, so the backend's prefill sharing does not help it here).
@@ -92,11 +93,19 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=None, help="default 128 (256 with --eval)")
     ap.add_argument("--quick", action="store_true", help="batches 1,8 and 32 new tokens")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    ap.add_argument("--columns", default="generate fp32,generate bf16,eager fp32,eager bf16,static bf16,compiled fp32,compiled bf16")
+    ap.add_argument("--columns", default=None, help="default: generate fp32,generate bf16,eager fp32,eager bf16,"
+                    "static bf16,compiled fp32,compiled bf16 (--organism: generate bf16,static-hf bf16,static bf16,"
+                    "generate fp32,static-hf fp32,static fp32)")
     ap.add_argument("--eval", type=int, default=0, metavar="P",
                     help="instead: an eval-like run, P Countdown problems x 16 samples, temperature 1, "
                          "EOS respected, through the reference loop and the fast paths (bf16)")
+    ap.add_argument("--organism", nargs="?", const="", default=None, metavar="PATH",
+                    help="instead: an RL-rollout-like run on a model organism (default: the first cached one), "
+                         "8 prompts x n=4 at temperature 1, --new-tokens (240) per row, generate vs HFBackend")
+    ap.add_argument("--repeats", type=int, default=3, help="--organism: rounds, columns alternating in each")
     args = ap.parse_args()
+    if args.organism is not None:
+        return organism_rollout(args)
     if args.quick:
         args.batches, args.new_tokens = "1,8", args.new_tokens or 32
     args.new_tokens = args.new_tokens or (256 if args.eval else 128)
@@ -105,7 +114,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
-    columns = [c.strip() for c in args.columns.split(",")]
+    columns = [c.strip() for c in (args.columns or "generate fp32,generate bf16,eager fp32,eager bf16,static bf16,"
+                                   "compiled fp32,compiled bf16").split(",")]
     N = args.new_tokens
 
     from reasonlab.rollout.hf import HFBackend
@@ -199,6 +209,83 @@ def eval_like(args) -> None:
         dt = time.perf_counter() - t0
         print(f"  {name:32s} {dt:7.1f} s  {n_tok / dt:6.1f} tok/s  ({n_tok} tokens, compile {be.stats['compile_s']:.1f} s, "
               f"finish {reasons})  load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def organism_rollout(args) -> None:
+    """The PPO rollout of recipes/countdown-behaviors-cpu.yaml on a model organism: 8 distinct
+    Countdown prompts x 4 samples, temperature 1, top_p 1, every row exactly N new tokens (EOS
+    ignored: ``min_new_tokens`` for ``generate``, an empty EOS set for the backend). Columns
+    alternate within each round (to cancel a shared machine's changing load); the median round is
+    reported, as wall tokens/s and as tokens per CPU-second of this process.
+
+    - ``generate``: ``model.generate(do_sample=True)`` on the 32 rows (prompts repeated);
+    - ``static-hf``: HFBackend(compile='static', llama_step=False), the transformers forward over
+      the static cache (the rollout path before the hand-written step);
+    - ``static``: HFBackend(compile='static'), the hand-written Llama step (reasonlab.rollout.hf_llama);
+    - ``compiled``: HFBackend(compile=True) (first call's compile warm-up printed separately).
+    """
+    from pathlib import Path
+
+    from reasonlab.rollout.base import SamplingParams
+    from reasonlab.rollout.hf import HFBackend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = args.organism
+    if not path:
+        home = Path(os.environ.get("REASONLAB_HOME", Path.home() / ".cache" / "reasonlab"))
+        found = sorted((home / "models" / "organisms").glob("*/config.json"))
+        if not found:
+            raise SystemExit("no cached organism: pass --organism PATH")
+        path = str(found[0].parent)
+    N = args.new_tokens if args.new_tokens else 240
+    cols = [c.strip() for c in (args.columns or
+                                "generate bf16,static-hf bf16,static bf16,generate fp32,static-hf fp32,static fp32").split(",")]
+    models = {dt: load(path, dt) for dt in {c.split()[1] for c in cols}}
+    tok = next(iter(models.values()))[1]
+    prompts = countdown_prompts(tok, 8)
+    print(f"organism {path}: 8 prompts x 4 samples, {N} new tokens, temperature 1, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+
+    def make(col: str):
+        kind, dt = col.split()
+        model, tk = models[dt]
+        if kind == "generate":
+            rows = [p for p in prompts for _ in range(4)]
+            L = max(map(len, rows))
+            pad = tk.pad_token_id if tk.pad_token_id is not None else tk.eos_token_id
+            ids = torch.tensor([[pad] * (L - len(p)) + p for p in rows])
+            attn = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in rows])
+
+            @torch.inference_mode()
+            def run(n=N):
+                model.generate(input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                               min_new_tokens=n, max_new_tokens=n, pad_token_id=pad)
+            run(2)
+            return run
+        be = HFBackend(model, tk, batch_size=64, llama_step=kind != "static-hf",
+                       compile={"static-hf": "static", "static": "static", "compiled": True, "eager": False}[kind])
+        be.eos_ids = set()
+        t0 = time.perf_counter()
+        be.generate(prompts[:2], SamplingParams(n=2, max_new_tokens=4))
+        if kind == "compiled":
+            print(f"{col}: first call {time.perf_counter() - t0:.1f} s (compile warm-up {be.stats['compile_s']:.1f} s)")
+        return lambda: be.generate(prompts, SamplingParams(n=4, temperature=1.0, max_new_tokens=N, seed=0))
+
+    runners = {c: make(c) for c in cols}
+    res: dict[str, list[tuple[float, float]]] = {c: [] for c in cols}
+    for rnd in range(args.repeats):
+        for c, run in runners.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            run()
+            res[c].append((time.perf_counter() - t0, time.process_time() - c0))
+            print(f"  round {rnd} {c:16s} {32 * N / res[c][-1][0]:7.0f} tok/s  ({res[c][-1][0]:.1f} s wall, "
+                  f"{res[c][-1][1]:.1f} s cpu)  load {os.getloadavg()[0]:.2f}", flush=True)
+    base = cols[0]
+    med = {c: (sorted(w for w, _ in v)[len(v) // 2], sorted(u for _, u in v)[len(v) // 2]) for c, v in res.items()}
+    print(f"\n| column | tok/s (wall) | tok per CPU-s | ms CPU per step | vs {base} (wall) |\n|---|---|---|---|---|")
+    for c, (w, u) in med.items():
+        print(f"| {c} | {32 * N / w:.0f} | {32 * N / u:.0f} | {u / N * 1e3:.1f} | {med[base][0] / w:.2f}x |")
 
 
 def _greedy(n: int):

@@ -49,6 +49,9 @@ from reasonlab.rollout.base import Sample, SamplingParams
 log = logging.getLogger(__name__)
 
 
+TINY_PARAMS = 20_000_000  # at most this many parameters: generate on one CPU thread (HFBackend threads='auto')
+
+
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
     """'auto' → bf16 where the hardware runs it fast (CUDA with bf16, CPU with AMX/AVX512-BF16), else fp32."""
     if dtype in ("fp32", "float32"):
@@ -110,8 +113,24 @@ def sample_next(
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         filtered = torch.full_like(filtered, float("-inf")).scatter(1, idx, sorted_logits)
     probs = torch.exp(scaled - lse[:, None]) if filtered is scaled else torch.softmax(filtered, dim=-1)
-    tok = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    tok = draw(probs, generator)
     return tok, scaled.gather(1, tok[:, None])[:, 0] - lse
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of ``probs`` [B, V] (nonnegative, not necessarily normalised), by
+    inverse-CDF sampling: the first index whose cumulative sum (float64) exceeds u · total.
+
+    The distribution of ``torch.multinomial(probs, 1)``, from B uniform numbers instead of B × V
+    exponential ones (measured on CPU, [32, 1528]: 1.85 ms for multinomial, most of it drawing
+    the exponentials; ~0.2 ms this way). A zero-probability token is never drawn: its cumulative
+    sum equals its predecessor's, so no u falls in its interval.
+    """
+    cdf = torch.cumsum(probs, dim=-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, dtype=torch.float64, device=probs.device, generator=generator) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total: never past the end
+    return torch.searchsorted(cdf, u, right=True)[:, 0]
 
 
 @dataclass
@@ -174,6 +193,14 @@ class HFBackend:
             (for tiny models, whose compile warm-up costs more than it saves in a short run).
         compile_min_tokens: decode budget (rows × max_new_tokens, summed over calls) after which
             ``compile='auto'`` compiles.
+        llama_step: uncompiled static-cache decoding of a ``LlamaForCausalLM`` runs the
+            hand-written step (:mod:`reasonlab.rollout.hf_llama`) instead of the transformers
+            forward; ``False`` keeps the transformers forward (for comparisons).
+        threads: torch threads while generating (restored after); 0 leaves them alone. ``'auto'``:
+            1 for a model of at most :data:`TINY_PARAMS` parameters on CPU, else 0. A tiny model's
+            ops take microseconds, and on a shared 2-core machine a second OpenMP thread mostly
+            waits for a descheduled partner: an organism rollout ran 6-7x slower (wall) with 2
+            threads than with 1 (benchmarks/generation.py --organism, load ~5 on 2 cores).
     """
 
     def __init__(
@@ -186,6 +213,8 @@ class HFBackend:
         batch_size: int = 64,
         compile: bool | str = "auto",
         compile_min_tokens: float = 100_000,
+        llama_step: bool = True,
+        threads: int | str = "auto",
     ):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -210,6 +239,11 @@ class HFBackend:
         self._keep_arg = accepts_logits_to_keep(model)
         self.compile = compile
         self.compile_min_tokens = compile_min_tokens
+        self.llama_step = llama_step
+        n_params = sum(p.numel() for p in model.parameters())
+        if threads == "auto":  # tiny models on CPU: one thread (see the class docstring)
+            threads = 1 if device == "cpu" and n_params <= TINY_PARAMS else 0
+        self.threads = int(threads)
         self.static_reason: str | None = None  # why the static path is off (None: it is on)
         if compile is not False:
             from reasonlab.rollout import hf_static
@@ -237,15 +271,22 @@ class HFBackend:
         rows.sort(key=lambda r: len(r.prompt))
         step = self._static_step(len(rows) * params.max_new_tokens)
         flat: list[Sample | None] = [None] * len(rows)
-        for b, start in enumerate(range(0, len(rows), self.batch_size)):
-            batch = rows[start : start + self.batch_size]
-            gen = None
-            if params.seed is not None:
-                gen = torch.Generator(device=self.device).manual_seed(params.seed * 100_003 + b)
-            for row, sample in zip(batch, self._generate_batch([r.prompt for r in batch], params, gen, step)):
-                flat[row.out] = sample
-            if progress:
-                progress(len(batch))
+        before = torch.get_num_threads()
+        if self.threads and self.threads != before:
+            torch.set_num_threads(self.threads)
+        try:
+            for b, start in enumerate(range(0, len(rows), self.batch_size)):
+                batch = rows[start : start + self.batch_size]
+                gen = None
+                if params.seed is not None:
+                    gen = torch.Generator(device=self.device).manual_seed(params.seed * 100_003 + b)
+                for row, sample in zip(batch, self._generate_batch([r.prompt for r in batch], params, gen, step)):
+                    flat[row.out] = sample
+                if progress:
+                    progress(len(batch))
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
         return [flat[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]  # type: ignore[misc]
 
     # ------------------------------------------------------------------ internals
@@ -265,9 +306,15 @@ class HFBackend:
         want_compiled = self.compile is True or self._budget >= self.compile_min_tokens
         upgrade = self._step is not None and want_compiled and not (self._step.compiled or self._step.compile_failed)
         if self._step is None or upgrade:
+            from reasonlab.rollout import hf_llama
             from reasonlab.rollout.hf_static import StaticStep
 
-            self._step = StaticStep(self.model, compiled=want_compiled)
+            if not want_compiled and self.llama_step and hf_llama.unsupported_reason(self.model) is None:
+                self._step = hf_llama.LlamaStep(self.model)
+            else:
+                self._step = StaticStep(self.model, compiled=want_compiled)
+        if hasattr(self._step, "prepare"):
+            self._step.prepare()  # the weights as they are now (the trainer updates them in place)
         return self._step
 
     @torch.inference_mode()
