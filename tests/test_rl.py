@@ -194,8 +194,9 @@ def test_fsdp_two_processes_make_the_same_update_as_one(letter_model, tmp_path):
     assert res[2]["reloaded_equal"] and res[2]["sampler_equal"]
     w1 = load_file(tmp_path / "ckpt-w1" / "checkpoints" / "step-000001" / "model.safetensors")
     w2 = load_file(tmp_path / "ckpt-w2" / "checkpoints" / "step-000001" / "model.safetensors")
-    assert w1.keys() == w2.keys()
-    for k in w1:
+    # a tied lm_head is written by one save path and implied by the other; everything else must match
+    assert (w1.keys() ^ w2.keys()) <= {"lm_head.weight"}, w1.keys() ^ w2.keys()
+    for k in w1.keys() & w2.keys():
         assert torch.allclose(w1[k], w2[k], atol=1e-6, rtol=1e-4), k
 
 

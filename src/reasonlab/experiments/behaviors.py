@@ -368,15 +368,16 @@ def judge_run(judge: JudgeSettings, rl_dir: Path, cache: Path, prog: Progress, t
             if not (rl_dir / "judge" / f.with_suffix(".json").name).exists()]
     if not todo:
         return
-    client = OpenAIChat(judge.base_url, judge.model, api_key=os.environ.get(judge.api_key_env, "none"),
-                        concurrency=judge.concurrency, timeout_s=judge.timeout_s, cache=cache)
-    bj = BehaviorJudge(client, max_tokens=judge.max_tokens)
     (rl_dir / "judge").mkdir(exist_ok=True)
     for f in todo:
         eps = read_episodes(f)[: judge.per_eval]
-        before = dict(client.usage.as_dict())
-        rep = bj.count([e.completion for e in eps])
-        rep.usage = {k: (v - before[k] if isinstance(v, (int, float)) else v) for k, v in rep.usage.items()}
+        # a client per file: its async session belongs to the event loop of one count() call
+        client = OpenAIChat(judge.base_url, judge.model, api_key=os.environ.get(judge.api_key_env, "none"),
+                            concurrency=judge.concurrency, timeout_s=judge.timeout_s, cache=cache)
+        rep = BehaviorJudge(client, max_tokens=judge.max_tokens).count([e.completion for e in eps])
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
         means = {}
         for b in BEHAVIOR_COLUMNS:
             vals = [c[b] for c in rep.counts if c.get(b) is not None]

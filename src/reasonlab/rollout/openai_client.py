@@ -113,7 +113,15 @@ class OpenAIChat:
         from openai import AsyncOpenAI
 
         self.base_url, self.model = base_url, model
-        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
+        import openai
+
+        # an HTTP client (connection pool) of our own per event loop: openai's default one can hand a
+        # later loop a connection opened by an earlier, closed loop ("Event loop is closed")
+        http = getattr(openai, "DefaultAsyncHttpx2Client", None) or openai.DefaultAsyncHttpxClient
+        self._make_client = lambda: AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s,
+                                                http_client=http(timeout=timeout_s))
+        self._client: Any = None
+        self._client_loop: Any = None
         self.concurrency = concurrency
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
         self.cache = _Cache(cache) if cache else None
@@ -121,6 +129,15 @@ class OpenAIChat:
         self.usage = Usage()
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The async OpenAI client of the running event loop: its connection pool belongs to one loop,
+        and each sync call (``chat_many``, a judge's ``count``) runs its own ``asyncio.run``."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client, self._client_loop = self._make_client(), loop
+        return self._client
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
