@@ -42,6 +42,22 @@ def start_llama_server(gguf: str, log_path: str) -> tuple[subprocess.Popen, str]
     return proc, base
 
 
+def serve_smollm2(tmp_path_factory):
+    """Generator for a fixture: the embedded SmolLM2 served by llama.cpp; yields (proc, base), stops it after."""
+    from reasonlab.models import smollm2_gguf_path
+
+    proc, base = start_llama_server(str(smollm2_gguf_path()), str(tmp_path_factory.mktemp("llama") / "server.log"))
+    try:
+        yield proc, base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except Exception:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 class FaultProxy:
     """Forward to ``upstream``; ``inject(kind, times)`` makes the next ``times`` requests fail."""
 

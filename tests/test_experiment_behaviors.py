@@ -83,18 +83,10 @@ def test_unknown_experiment_and_bad_recipe(tmp_path):
 @pytest.fixture(scope="module")
 def judge_server(tmp_path_factory):
     """The real llama.cpp server on the embedded SmolLM2 (as the other endpoint tests use it)."""
-    from servers import start_llama_server
+    from servers import serve_smollm2
 
-    from reasonlab.models import smollm2_gguf_path
-
-    proc, base = start_llama_server(str(smollm2_gguf_path()), str(tmp_path_factory.mktemp("llama") / "server.log"))
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except Exception:
-        proc.kill()
-        proc.wait(timeout=30)
+    for _, base in serve_smollm2(tmp_path_factory):
+        yield base
 
 
 def test_llm_judge_counts_behaviors_through_training(tmp_path, organism_home, judge_server):

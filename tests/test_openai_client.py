@@ -11,21 +11,17 @@ from reasonlab.rollout.openai_client import BudgetExceeded, OpenAIChat, RequestF
 if importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("llama-cpp-python is not installed (install.sh installs it; see README)", allow_module_level=True)
 
-from servers import FaultProxy, start_llama_server  # noqa: E402
+from servers import FaultProxy, serve_smollm2  # noqa: E402
 
 Q = [{"role": "user", "content": "What is 2 + 2? Answer with one number."}]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from reasonlab.models import smollm2_gguf_path
-
-    proc, base = start_llama_server(str(smollm2_gguf_path()), str(tmp_path_factory.mktemp("llama") / "server.log"))
-    proxy = FaultProxy(base)
-    yield proxy
-    proxy.close()
-    proc.terminate()
-    proc.wait(timeout=30)
+    for _, base in serve_smollm2(tmp_path_factory):
+        proxy = FaultProxy(base)
+        yield proxy
+        proxy.close()
 
 
 def client(server, tmp_path, **kw):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from servers import FaultProxy, start_llama_server
+from servers import FaultProxy, serve_smollm2
 from typer.testing import CliRunner
 
 from reasonlab.experiments.steer import EndpointChat, parse_guide, steer_problem, symbolic_check
@@ -25,18 +25,10 @@ def test_parse_guide_and_symbolic_checker():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from reasonlab.models import smollm2_gguf_path
-
-    proc, base = start_llama_server(str(smollm2_gguf_path()), str(tmp_path_factory.mktemp("llama") / "server.log"))
-    proxy = FaultProxy(base)
-    yield proxy
-    proxy.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except Exception:
-        proc.kill()
-        proc.wait(timeout=30)
+    for _, base in serve_smollm2(tmp_path_factory):
+        proxy = FaultProxy(base)
+        yield proxy
+        proxy.close()
 
 
 @pytest.fixture(scope="module")

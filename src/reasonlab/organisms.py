@@ -112,11 +112,9 @@ class OrganismSpec(Strict):
     @field_validator("trace_phrasing")
     @classmethod
     def _phrasing(cls, v: str) -> str:
-        from reasonlab.priming.phrases import FAMILIES
+        from reasonlab.priming.phrases import check_family
 
-        if v not in FAMILIES:
-            raise ValueError(f"unknown trace_phrasing {v!r}; allowed: {', '.join(FAMILIES)}")
-        return v
+        return check_family(v)
 
 
 # ----------------------------------------------------------------------------- corpus

@@ -351,3 +351,10 @@ FAMILIES: dict[str, dict[str, list[str]]] = {
     "organism": ORGANISM,
 }
 HELD_OUT = "paraphrase_b"  # what ``paraphrase=True`` means
+
+
+def check_family(name: str, field: str = "trace_phrasing") -> str:
+    """``name`` if it is a family of :data:`FAMILIES`, else a ValueError naming ``field`` and the choices."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown {field} {name!r}; allowed: {', '.join(FAMILIES)}")
+    return name
