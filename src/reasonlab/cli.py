@@ -672,6 +672,7 @@ def steer_cmd(
 EXPERIMENTS = {
     "countdown-behaviors": ("reasonlab.experiments.behaviors", "BehaviorsRecipe", "run_behaviors"),
     "entropo": ("reasonlab.experiments.entropo", "EntroPORecipe", "run_entropo"),
+    "code-interpreter": ("reasonlab.experiments.codeinterp", "CodeInterpreterRecipe", "run_code_interpreter"),
 }
 
 
@@ -685,7 +686,7 @@ def _recipe_path(experiment: str, preset: str) -> Path:
 
 @app.command("run")
 def run_cmd(
-    experiment: str = typer.Argument(..., help="experiment: countdown-behaviors or entropo"),
+    experiment: str = typer.Argument(..., help="experiment: countdown-behaviors, entropo or code-interpreter"),
     preset: str = typer.Option("cpu", help="recipe preset: cpu (2 cores, <20 min), gpu (documented real run), ci (tiny)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="recipe YAML instead of a preset"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/<recipe name>]"),
@@ -700,7 +701,11 @@ def run_cmd(
 
     entropo: from one starting checkpoint, DPO, EntroPO-DPO, KTO and EntroPO-KTO (and the released EntroPO-KTO) on the same data, over an alpha sweep and seeds; pass@k, diversity, token entropy and test-time-scaling curves side by side.
 
+    code-interpreter: R1-Code-Interpreter's study: text-only SFT vs tool-use SFT (uniform and curriculum) vs no SFT, each followed by GRPO on the same train tasks; per-task accuracy on train and held-out test tasks, code-use rate, accuracy with and without code.
+
     Example: reasonlab run countdown-behaviors --preset cpu
+
+    Example: reasonlab run code-interpreter --preset cpu
 
     On verl: reasonlab run countdown-behaviors --preset gpu --engine verl (writes runs/<name>/verl/run_verl.sh)
     """

@@ -104,6 +104,10 @@ def get_task(name: str, **kwargs: Any) -> Task:
         from reasonlab.tasks.protocol import wrap_protocol
 
         return wrap_protocol(get_task(name, **kwargs), protocol)
+    if name.startswith("mix:"):  # an ad-hoc suite: mix:TASK,TASK,...
+        from reasonlab.tasks.suites import mix_task
+
+        return mix_task(name, **kwargs)
     if name.startswith(("file:", "hf:")):
         from reasonlab.tasks.fileimport import FileTask
 

@@ -143,6 +143,20 @@ class SuiteTask:
         return self.task(problem.task).score(problem, text)
 
 
+def mix_task(name: str, **task_args: Any) -> SuiteTask:
+    """``mix:A,B,C``: the tasks A, B and C as one task, like a suite part (problems spread evenly,
+    each scored by its own task, per-task metrics); a suite's held-out test tasks stay untrainable."""
+    members = [t.strip() for t in name.removeprefix("mix:").split(",") if t.strip()]
+    if not members:
+        raise ValueError(f"{name!r} names no task; write mix:TASK,TASK,... (e.g. mix:sym/letters,bbh/navigate)")
+    for t in members:
+        get_task(t)  # unknown names fail here, with suggestions
+    mix = SuiteTask("mix", "all", tasks=members, **task_args)
+    mix.name = "mix:" + ",".join(members)
+    mix.description = f"{len(members)} tasks mixed: {', '.join(members)}"
+    return mix
+
+
 def member_task(task: Any, problem: Problem) -> Any:
     """The task that owns ``problem`` (a suite's member, or ``task`` itself)."""
     return task.task(problem.task) if isinstance(task, SuiteTask) else task
