@@ -12,7 +12,14 @@ interpreter that holds numpy and sympy, as every execution was before the light 
 It also measures the CPU time each execution costs, every process included (host, zygote,
 forker, workers; for `python -c`, the child). Wall-clock rates depend on what else the machine
 runs; CPU per execution hardly does, so "x python -c (CPU)" is the speed-up the machine would
-show with its cores to itself. Not a test.
+show with its cores to itself.
+
+The runners of a snippet are measured in interleaved rounds (`--rounds`): each round runs every
+runner for its share of the calls, so on a shared machine the baseline and the sandbox see the
+same load rather than whatever each happened to get in its own minute. Every runner is warmed
+up first (`python -c` too: the page cache). "x python -c" is the ratio of executions/s (of
+mean latencies, one at a time); "(p50)" the ratio of median latencies; "(CPU)" of CPU per
+execution. Not a test.
 """
 
 from __future__ import annotations
@@ -61,20 +68,30 @@ def own_cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(fn, n: int, width: int, cpu) -> tuple[float, list[float] | None, float]:
-    """Run fn n times, `width` at a time: (executions/s, sorted latencies in ms if width == 1,
-    CPU ms per execution)."""
-    cpu0, start, lat = cpu(), time.perf_counter(), []
-    if width == 1:
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            lat.append((time.perf_counter() - t) * 1e3)
-    else:
-        with ThreadPoolExecutor(width) as ex:
-            list(ex.map(lambda _: fn(), range(n)))
-    rate = n / (time.perf_counter() - start)
-    return rate, sorted(lat) if lat else None, (cpu() - cpu0) / n * 1e3
+def measure(runners: list, rounds: int) -> dict:
+    """runners: (label, fn, n, width, cpu). Interleaved: each round runs every runner for its
+    share of n calls, `width` at a time. Returns {label: (executions/s, sorted latencies in ms
+    if width == 1, CPU ms per execution)}."""
+    acc = {label: [0.0, 0, [], 0.0] for label, *_ in runners}  # seconds, calls, latencies, CPU s
+    for r in range(rounds):
+        for label, fn, n, width, cpu in runners:
+            k = n // rounds + (r < n % rounds)
+            if not k:
+                continue
+            a, lat = acc[label], acc[label][2]
+            cpu0, start = cpu(), time.perf_counter()
+            if width == 1:
+                for _ in range(k):
+                    t = time.perf_counter()
+                    fn()
+                    lat.append((time.perf_counter() - t) * 1e3)
+            else:
+                with ThreadPoolExecutor(width) as ex:
+                    list(ex.map(lambda _: fn(), range(k)))
+            a[0] += time.perf_counter() - start
+            a[1] += k
+            a[3] += cpu() - cpu0
+    return {label: (n / t, sorted(lat) or None, c / n * 1e3) for label, (t, n, lat, c) in acc.items()}
 
 
 def pct(lat: list[float], q: float) -> float:
@@ -86,6 +103,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="sandbox executions per measurement")
     ap.add_argument("--n-baseline", type=int, default=30, help="python -c runs per measurement (slow)")
     ap.add_argument("--pool-size", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per snippet")
     ap.add_argument("--isolation", default="auto")
     ap.add_argument("--preload", default=None, help="comma-separated modules (default: SandboxConfig's)")
     args = ap.parse_args()
@@ -109,14 +127,18 @@ def main() -> None:
     def children_cpu() -> float:
         return own_cpu(resource.RUSAGE_CHILDREN)
 
+    with open("/proc/cpuinfo") as f:
+        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
     print(
-        f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, isolation={report['mode']}, "
-        f"pool_size={args.pool_size}, preload={','.join(sb.config.preload)}"
+        f"# {model}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+        f"isolation={report['mode']}, pool_size={args.pool_size}, rounds={args.rounds}, "
+        f"preload={','.join(sb.config.preload)}"
     )
-    cols = f"{'exec/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} {'x python -c':>12} {'(CPU)':>7}"
+    cols = f"{'exec/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} {'x python -c':>12}"
+    cols += f" {'(p50)':>7} {'(CPU)':>7}"
     header = f"{'snippet':8} {'runner':36} {cols}"
     print(header + "\n" + "-" * len(header))
-    width = args.pool_size
+    width, nb = args.pool_size, args.n_baseline
     for name, code in SNIPPETS.items():
 
         def in_sandbox(box=sb):
@@ -129,34 +151,34 @@ def main() -> None:
         for _ in range(20):
             in_sandbox()  # warm up
             in_sandbox(heavy_only)
-        rows = [
-            ("python -c per call", measure(python_c, args.n_baseline, 1, children_cpu)),
-            (f"python -c, {width} at a time", measure(python_c, args.n_baseline, width, children_cpu)),
+        for _ in range(2):
+            python_c()
+        runners = [
+            ("python -c per call", python_c, nb, 1, children_cpu),
+            (f"python -c, {width} at a time", python_c, nb, width, children_cpu),
         ]
         if bwrap:
-            rows.append(
-                (
-                    "bwrap + python -c per call",
-                    measure(lambda: python_c(bwrap), args.n_baseline, 1, children_cpu),
-                )
-            )
+            runners.append(("bwrap + python -c per call", lambda: python_c(bwrap), nb, 1, children_cpu))
         if name == "trivial":
-            rows += [
-                ("Sandbox.run, light off, 1 at a time", measure(lambda: in_sandbox(heavy_only), args.n, 1, sandbox_cpu)),
-                (f"Sandbox.run, light off, {width} at a time",
-                 measure(lambda: in_sandbox(heavy_only), args.n, width, sandbox_cpu)),
-            ]  # fmt: skip
-        rows += [
-            ("Sandbox.run one at a time", measure(in_sandbox, args.n, 1, sandbox_cpu)),
-            (f"Sandbox.run, {width} at a time", measure(in_sandbox, args.n, width, sandbox_cpu)),
+            heavy = lambda: in_sandbox(heavy_only)  # noqa: E731
+            runners += [
+                ("Sandbox.run, light off, 1 at a time", heavy, args.n, 1, sandbox_cpu),
+                (f"Sandbox.run, light off, {width} at a time", heavy, args.n, width, sandbox_cpu),
+            ]
+        runners += [
+            ("Sandbox.run one at a time", in_sandbox, args.n, 1, sandbox_cpu),
+            (f"Sandbox.run, {width} at a time", in_sandbox, args.n, width, sandbox_cpu),
         ]
-        base_rate, _, base_cpu = rows[0][1]
-        for label, (rate, lat, cpu_ms) in rows:
+        rows = measure(runners, args.rounds)
+        base_rate, base_lat, base_cpu = rows["python -c per call"]
+        for label, (rate, lat, cpu_ms) in rows.items():
             p50, p99 = (f"{pct(lat, 0.5):7.2f}", f"{pct(lat, 0.99):7.2f}") if lat else (f"{'':7}", f"{'':7}")
+            p50x = f"{pct(base_lat, 0.5) / pct(lat, 0.5):6.1f}x" if lat else f"{'':7}"
             print(
                 f"{name:8} {label:36} {rate:8.1f} {p50} {p99} {cpu_ms:7.2f} {rate / base_rate:11.1f}x "
-                f"{base_cpu / cpu_ms:6.1f}x"
+                f"{p50x} {base_cpu / cpu_ms:6.1f}x"
             )
+    print(f"# load average at the end {os.getloadavg()[0]:.2f}")
     sb.close()
     heavy_only.close()
 

@@ -134,6 +134,34 @@ def test_random_differs_between_runs(sb):
     assert len({sb.run(code).stdout for _ in range(4)}) == 4
 
 
+def test_light_workers_get_fresh_random_state_and_working_threads_fork_streams(sb):
+    """Spares are forked without the interpreter's fork hooks and inherit streams made once in
+    the forker (_forker.use_raw_fork, _child.prepare_stdio): each execution must still get its
+    own `random` state, and threads, os.fork and its streams must behave as under `python -c`."""
+    from reasonlab.sandbox.sandbox import needs_heavy
+
+    code = "import random; print(random.getrandbits(64), random.random())"
+    assert not needs_heavy(code, sb.config)  # the light interpreter runs it
+    assert len({sb.run(code).stdout for _ in range(6)}) == 6
+    code = (
+        "import os, sys, threading\n"
+        "out = []\n"
+        "t = threading.Thread(target=out.append, args=(1,)); t.start(); t.join()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print('child', flush=True); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(out, threading.main_thread() is threading.current_thread(), threading.active_count())\n"
+        "print(sys.stdout.line_buffering, sys.stdout.seekable(), sys.stdin.read() == 'in')\n"
+        "print('é', file=sys.stderr)\n"
+    )
+    assert not needs_heavy(code, sb.config)
+    for _ in range(2):  # the streams are fresh each time: nothing of the last run is buffered
+        r = sb.run(code, stdin="in")
+        assert r.ok, r
+        assert r.stdout == "child\n[1] True 1\nTrue False True\n" and r.stderr == "é\n"
+
+
 def test_runs_are_stateless(sb):
     assert sb.run("x = 5; open('f.txt', 'w').write('hi')").ok
     r = sb.run("import os; print('x' in globals(), os.listdir('.'))")

@@ -70,6 +70,7 @@ class Zygote(SessionsMixin):
         self.owners: dict[int, Worker | Session] = {}  # every process we expect to exist
         self.counter = 0
         self.spawning = self.spare_failures = 0
+        self.child_exited = True
         self.forker_pid, self.forker = None, None
         self.start_forker()
         self.children_file = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
@@ -425,6 +426,7 @@ class Zygote(SessionsMixin):
     # ---- processes ----------------------------------------------------------------------------
 
     def on_wake(self) -> None:
+        self.child_exited = True  # a SIGCHLD (the only signal we catch) woke us: reap
         try:
             while os.read(self.wake_r, 512):
                 pass
@@ -476,8 +478,7 @@ class Zygote(SessionsMixin):
 
     def children(self) -> list[int]:
         try:
-            with open(self.children_file) as f:
-                return [int(p) for p in f.read().split()]
+            return [int(p) for p in _forker.read_small(self.children_file, 4096, whole=True).split()]
         except OSError:
             return []
 
@@ -527,7 +528,9 @@ class Zygote(SessionsMixin):
         while True:
             for key, _ in self.sel.select(self.check_deadlines()):
                 key.data()
-            self.reap()
+            if self.child_exited or self.sessions:  # else nothing can have changed (no SIGCHLD)
+                self.child_exited = False
+                self.reap()
 
 
 def warm_up(cfg: dict) -> dict:
