@@ -122,3 +122,14 @@ def test_trace_phrasing_keeps_old_cache_names_and_is_validated():
     assert spec_hash(base) != spec_hash(OrganismSpec(behavior_rate=0.3, trace_phrasing="organism"))
     with pytest.raises(ValueError, match="unknown trace_phrasing 'klingon'"):
         OrganismSpec(trace_phrasing="klingon")
+
+
+def test_corpus_content_not_path_names_the_organism(tmp_path):
+    from reasonlab.organisms import OrganismSpec, spec_hash
+
+    a, b, c = tmp_path / "a" / "corpus.jsonl", tmp_path / "b" / "corpus.jsonl", tmp_path / "c" / "corpus.jsonl"
+    for p, text in ((a, "one"), (b, "one"), (c, "two")):
+        p.parent.mkdir()
+        p.write_text('{"text": "%s"}\n' % text)
+    h = lambda p: spec_hash(OrganismSpec(corpus=str(p)))  # noqa: E731
+    assert h(a) == h(b) != h(c)  # the same corpus in another run directory reuses the cached organism

@@ -303,6 +303,9 @@ def spec_hash(spec: OrganismSpec) -> str:
     for k, default in _HASH_IF_CHANGED.items():  # fields added later: at their default, old caches stay valid
         if fields[k] == default:
             del fields[k]
+    for k in ("init_from", "corpus"):  # a file's content names the organism (hashed below), not its path
+        if fields[k]:
+            fields[k] = "(content)"
     h.update(json.dumps({"v": CORPUS_VERSION, **fields}, sort_keys=True).encode())
     for p in (spec.init_from, spec.corpus):
         if p:

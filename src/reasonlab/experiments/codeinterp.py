@@ -66,7 +66,9 @@ COMPARISONS = [("code", "text", "code beats text"), ("code", "code_rl_only", "SF
 
 class CorpusSettings(Strict):
     per_task: int = Field(2500, ge=1, description="pretraining documents per train task")
-    code_share: float = Field(0.5, ge=0, le=1, description="share of them that are solver programs with their output")
+    code_share: float = Field(0.5, ge=0, le=1, description="share of them that are notebooks: question, solver program, "
+                              "its output, the answer")
+    copy_share: float = Field(0.0, ge=0, le=1, description="share of them that are a question written twice (copying)")
     seed: int = 0
 
 
@@ -106,6 +108,17 @@ class CodeInterpreterRecipe(Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     workers: int = Field(1, ge=1, description="RL runs at once, each in its own process")
     threads: int = Field(0, ge=0, description="torch threads per worker (0 = cores / workers)")
+
+    @field_validator("train_tasks", "test_tasks")
+    @classmethod
+    def _expand_suites(cls, v: list[str]) -> list[str]:
+        """``suite:NAME/PART`` entries stand for that suite part's tasks (e.g. suite:r1ci/train)."""
+        from reasonlab.tasks.suites import parse_suite, suite_tasks
+
+        out: list[str] = []
+        for t in v:
+            out += suite_tasks(*parse_suite(t.removeprefix("suite:"), "all")) if t.startswith("suite:") else [t]
+        return list(dict.fromkeys(out))
 
     @field_validator("arms")
     @classmethod
@@ -165,7 +178,7 @@ def ensure_base(r: CodeInterpreterRecipe, out: Path, prog: Progress) -> str:
                   f"{r.corpus.code_share:.0%} code)")
         with Sandbox(SandboxConfig(timeout_s=10.0, memory_mb=512)) as sb:
             docs = corpus_documents(r.train_tasks, r.corpus.per_task, code_share=r.corpus.code_share,
-                                    seed=r.corpus.seed, sandbox=sb)
+                                    seed=r.corpus.seed, sandbox=sb, copy_share=r.corpus.copy_share)
         corpus.parent.mkdir(parents=True, exist_ok=True)
         tmp = corpus.with_suffix(".partial")
         tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))

@@ -6,11 +6,21 @@ What a base LM brings to R1-Code-Interpreter's tasks, in organism form, from the
 - **task documents**: a problem in the chat layout the rollouts use (no interpreter in the system
   prompt) with a direct answer, ``<answer>…</answer>``. The reference answer, so the model learns to
   read the problems and whatever of the answers it can compute in its head;
-- **code documents**: the same kind of problem's solver program as a file of a code corpus, then what
-  it printed (really run in the sandbox): ```` ```python …``` ```` + ```` ```output …``` ````. Python
-  syntax and the link from a problem's data to a program, but never in the chat layout and never as a
-  tool call — using the interpreter inside a conversation is what SFT teaches, as in the paper
-  (Qwen2.5 base → SFT on tool-use trajectories → GRPO).
+- **notebook documents**: a problem as a notebook would hold it — the question, the solver program,
+  what it printed (really run in the sandbox) and the answer read off that output. Python syntax,
+  copying a problem's data into a program and a program's output into an answer (what a base LM
+  brings from code and notebooks on the web), but never in the chat layout and never as a tool call:
+  using the interpreter inside a conversation is what SFT teaches, as in the paper (Qwen2.5 base →
+  SFT on tool-use trajectories → GRPO).
+
+- **copy documents** (``copy_share``): a problem's text, then the same text again. A base LM copies
+  text it has just read (induction); the organism needs that to carry a problem's data into a
+  program, and it did not learn it from the notebooks alone (below).
+
+A first pilot used bare programs (no question, no answer line) as the code documents: after 300 SFT
+steps the organism wrote the right program skeletons with the wrong data and answered with numbers
+the program had not printed (4.7% accuracy with the interpreter); it had never seen a program's data
+come from a question, nor an answer come from a program's output.
 
 Teachers for SFT (both rejection-sampled: only correct episodes are kept):
 
@@ -28,12 +38,19 @@ from typing import Any
 from reasonlab.episode import Episode
 
 
-def code_document(code: str, output: str) -> str:
-    return f"```python\n{code.rstrip()}\n```\n```output\n{output.rstrip()}\n```\n"
+def code_document(question: str, code: str, output: str) -> str:
+    out = output.strip()
+    return f"Problem: {question.strip()}\n\n```python\n{code.rstrip()}\n```\n```output\n{out}\n```\nAnswer: {out}\n"
 
 
-def corpus_documents(tasks: list[str], per_task: int, *, code_share: float, seed: int, sandbox: Any) -> list[str]:
-    """``per_task`` documents per task, ``code_share`` of them code documents (train split problems)."""
+def copy_document(question: str) -> str:
+    return f"Problem: {question.strip()}\nThe same problem again: {question.strip()}\n"
+
+
+def corpus_documents(tasks: list[str], per_task: int, *, code_share: float, seed: int, sandbox: Any,
+                     copy_share: float = 0.0) -> list[str]:
+    """``per_task`` documents per task (train split problems): ``code_share`` of them notebook
+    documents, ``copy_share`` copy documents, the rest task documents with direct answers."""
     from reasonlab.organisms import chat_text
     from reasonlab.tasks import get_task
 
@@ -42,11 +59,14 @@ def corpus_documents(tasks: list[str], per_task: int, *, code_share: float, seed
     for name in tasks:
         task = get_task(name)
         for p in task.problems("train", per_task, seed=seed):
-            if rng.random() < code_share:
+            u = rng.random()
+            if u >= code_share and u < code_share + copy_share:
+                docs.append(copy_document(task.messages(p)[-1]["content"]))
+            elif u < code_share:
                 res = sandbox.run(task.solver_code(p))
                 if res.exit_code != 0 or res.timed_out:
                     raise RuntimeError(f"{name}: the solver program failed on problem {p.id}: {res.error or res.stderr[-300:]}")
-                docs.append(code_document(task.solver_code(p), res.stdout))
+                docs.append(code_document(task.messages(p)[-1]["content"], task.solver_code(p), res.stdout))
             else:
                 msgs = task.messages(p) + [{"role": "assistant", "content": f"<answer>{p.answer}</answer>"}]
                 docs.append(chat_text(msgs))
