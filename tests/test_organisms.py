@@ -133,3 +133,27 @@ def test_corpus_content_not_path_names_the_organism(tmp_path):
         p.write_text('{"text": "%s"}\n' % text)
     h = lambda p: spec_hash(OrganismSpec(corpus=str(p)))  # noqa: E731
     assert h(a) == h(b) != h(c)  # the same corpus in another run directory reuses the cached organism
+
+
+def test_replay_documents_come_from_the_base_corpus_without_chat_prompts(ci_poor, tmp_path):
+    """Priming replay: the organism's own pretraining documents (facts, one-line Countdown direct
+    answers), never a chat-layout prompt, deterministic for a seed, one assistant message each."""
+    from reasonlab.organisms import replay_documents, replay_episodes
+    from reasonlab.train.sft import tokenize_episode
+
+    spec = OrganismSpec(**json.loads((ci_poor / "reasonlab.json").read_text())["organism"])
+    corpus = set(corpus_documents(spec))
+    docs = replay_documents(ci_poor, 200, seed=0)
+    assert len(docs) == 200 and set(docs) <= corpus
+    assert not any(d.startswith("<|im_start|>") for d in docs)  # chat prompts keep getting traces
+    assert any(" = " in d and "<answer>" not in d for d in docs)  # arithmetic facts
+    assert any(d.startswith("Using the numbers") for d in docs)  # direct answers, one-line layout
+    assert docs == replay_documents(ci_poor, 200, seed=0) and docs != replay_documents(ci_poor, 200, seed=1)
+    eps = replay_episodes(ci_poor, 3, seed=0)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ci_poor)
+    ids, mask = tokenize_episode(tok, eps[0].messages)
+    assert eps[0].completion == docs[0] and all(mask)  # the whole document is trained on
+    with pytest.raises(ValueError, match="not a pretrained organism"):
+        replay_documents(tmp_path, 3)

@@ -307,3 +307,60 @@ def test_organism_phrasing_restates_the_state_and_reads_like_standard():
         counted = count_behaviors_local(o.completion)
         for b, v in o.behaviors.items():
             assert (counted[b] > 0) == (v > 0), (b, o.completion)
+
+
+def test_short_traces_cap_detours_and_restart_from_the_prompt():
+    """max_detours=1 + restart_only (the organism presets): exactly one dead end, a restart that
+    restates the prompt, every behaviour of the condition still shown; no_positive still never
+    states a right expression; the defaults are unchanged."""
+    from reasonlab.analysis.behaviors import count_behaviors_local
+
+    args = {"min_numbers": 3, "max_numbers": 3, "number_range": [1, 10], "target_range": [5, 30]}
+    short = generate_traces("all_strategies", 60, seed=1, task_args=args, paraphrase="organism_facts",
+                            max_detours=1, restart_only=True)
+    full = generate_traces("all_strategies", 60, seed=1, task_args=args, paraphrase="organism_facts")
+    assert sum(len(e.completion) for e in short) < 0.85 * sum(len(e.completion) for e in full)
+    for e in short:
+        think = e.completion.split("</think>")[0]
+        assert e.correct and e.behaviors["backtracking"] <= 1 and "go back to" not in think
+        if e.behaviors["backtracking"]:  # every problem but the rare one where no path fails
+            assert all(e.behaviors[b] >= 1 for b in e.behaviors), e.completion
+            assert think.count("start over") == 1
+        assert count_behaviors_local(e.completion) == {k: int(v) for k, v in e.behaviors.items()}
+        assert e.meta["max_detours"] == 1 and e.meta["restart_only"]
+    assert sum(e.behaviors["backtracking"] == 1 for e in short) >= 57
+    from reasonlab.tasks import get_task
+
+    task = get_task("countdown", **args)
+    problems = {p.id: p for p in task.problems("train", 180, seed=1)}
+    nopos = generate_traces("no_positive", 60, seed=1, task_args=args, paraphrase="organism_facts",
+                            max_detours=1, restart_only=True)
+    for e in nopos:
+        assert not e.correct and e.behaviors["backtracking"] == 1
+        assert all(e.behaviors[b] >= 1 for b in e.behaviors), e.completion
+        for expr in _expressions(e.completion):  # no right expression anywhere in the text
+            assert not task.score(problems[e.problem_id], f"<answer>{expr}</answer>").correct, (expr, e.completion)
+    assert [e.to_dict() for e in generate_traces("all_strategies", 10, seed=4)] == \
+        [e.to_dict() for e in generate_traces("all_strategies", 10, seed=4, max_detours=None, restart_only=False)]
+    with pytest.raises(ValueError, match="max_detours"):
+        generate_traces("all_strategies", 2, max_detours=0)
+
+
+def test_organism_facts_writes_every_leaf_try_as_a_true_fact():
+    """organism_facts: a failed leaf check states each operation as ``a op b = c`` (the organisms'
+    pretraining layout), all correct, and nothing else changes (same searches, same counts)."""
+    from reasonlab.analysis.behaviors import count_behaviors_local
+
+    org = generate_traces("all_strategies", 40, seed=5, split="test", paraphrase="organism")
+    facts = generate_traces("all_strategies", 40, seed=5, split="test", paraphrase="organism_facts")
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
+    leaves = 0
+    for o, f in zip(org, facts):
+        assert f.behaviors == o.behaviors and f.answer == o.answer and f.correct
+        assert "I can get" not in f.completion
+        for a, b, tries, goal in re.findall(r"From (\d+) and (\d+): (.*?), but not (\d+)\.", f.completion):
+            leaves += 1
+            for x, op, y, v in re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", tries):
+                assert {x, y} == {a, b} and ops[op](int(x), int(y)) == int(v) != int(goal)
+        assert count_behaviors_local(f.completion) == {k: int(v) for k, v in f.behaviors.items()}
+    assert leaves >= 40

@@ -184,6 +184,41 @@ def corpus_documents(spec: OrganismSpec, *, progress: Callable[[int, int], None]
     return docs
 
 
+def replay_documents(model_path: str | os.PathLike, n: int, *, seed: int = 0, chat: bool = False) -> list[str]:
+    """``n`` documents of the pretraining corpus of the organism at ``model_path`` (its spec is in its
+    ``reasonlab.json``), drawn with ``seed``: arithmetic fact lists and one-line Countdown problems with
+    direct answers. The chat-layout Countdown documents are left out unless ``chat``, so that priming
+    SFT that replays them still answers every chat prompt with its condition's trace.
+
+    Replay keeps what priming SFT would otherwise overwrite (docs/priming.md: seen facts 98% → 52%).
+    """
+    meta_path = Path(model_path) / "reasonlab.json"
+    spec = json.loads(meta_path.read_text()).get("organism") if meta_path.exists() else None
+    if not spec:
+        raise ValueError(f"{model_path} is not a pretrained organism (no organism spec in reasonlab.json): "
+                         "replay needs the base's own corpus")
+    spec = OrganismSpec(**spec)
+    if spec.corpus:
+        docs = load_corpus_file(spec.corpus)
+    else:
+        docs = corpus_documents(spec)
+    if not chat:
+        docs = [d for d in docs if not d.startswith("<|im_start|>")]
+    if n > len(docs):
+        raise ValueError(f"asked for {n} replay documents, the corpus has {len(docs)}")
+    return random.Random(seed).sample(docs, n)
+
+
+def replay_episodes(model_path: str | os.PathLike, n: int, *, seed: int = 0, chat: bool = False) -> list:
+    """:func:`replay_documents` as SFT Episodes: one assistant message each (no prompt, so SFT trains on
+    the whole document), ``task="replay"``."""
+    from reasonlab.episode import Episode
+
+    return [Episode(task="replay", problem_id=f"replay-{seed}-{i}", sample_index=0,
+                    messages=[{"role": "assistant", "content": d}], meta={"source": "replay", "seed": seed})
+            for i, d in enumerate(replay_documents(model_path, n, seed=seed, chat=chat))]
+
+
 @lru_cache(maxsize=100_000)
 def direct_answer(numbers: tuple[int, ...], target: int) -> str | None:
     """A solution that keeps the prompt's order of the numbers where one does (else the first

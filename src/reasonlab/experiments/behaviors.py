@@ -103,7 +103,15 @@ class BehaviorsRecipe(Strict):
     task_args: dict[str, Any] = Field(default_factory=lambda: {"min_numbers": 3, "max_numbers": 3})
     traces: int = Field(256, ge=1, description="priming traces per condition (and seed, see priming_seed)")
     trace_phrasing: str = Field("standard", description="template family of the priming traces: standard, organism "
-                                "(terse, restating numbers and target; for small organisms), paraphrase_a, paraphrase_b")
+                                "(terse, restating numbers and target; for small organisms), organism_facts (the same, leaf checks "
+                                "written as a op b = c facts), paraphrase_a, paraphrase_b")
+    trace_max_detours: int | None = Field(None, ge=1, description="cap on the dead ends of each priming trace "
+                                          "(null = the search's 1–3; 1 = one failed attempt, then the solution)")
+    trace_restart_only: bool = Field(False, description="every dead end starts over from the prompt's numbers "
+                                     "(no going back part-way)")
+    priming_replay: int = Field(0, ge=0, description="documents of the poor organism's own pretraining corpus (fact "
+                                "lists, one-line Countdown problems with direct answers; never the chat layout) mixed "
+                                "into each priming SFT set, so priming does not overwrite its arithmetic")
     priming_seed: int | None = Field(
         0, description="prime each condition once, with this seed, and run RL from it with every seed (the seeds "
         "then measure RL's spread); null = traces and SFT per seed too")
@@ -303,18 +311,31 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
 
             tok = AutoTokenizer.from_pretrained(start)  # dots are length-matched in this tokenizer's tokens
             eps = generate_traces(condition, recipe.traces, seed=prime_seed, task_args=recipe.task_args, tokenizer=tok,
-                                  paraphrase=recipe.trace_phrasing)
+                                  paraphrase=recipe.trace_phrasing, max_detours=recipe.trace_max_detours,
+                                  restart_only=recipe.trace_restart_only)
             tmp = traces.with_suffix(".partial")
             tmp.unlink(missing_ok=True)
             append_jsonl(tmp, eps)
             tmp.rename(traces)
+        data = [str(traces)]
+        if recipe.priming_replay:  # the base's own documents, next to the traces (kept apart from them)
+            replay = pd / "replay.jsonl"
+            if not replay.exists():
+                from reasonlab.organisms import replay_episodes
+
+                tmp = replay.with_suffix(".partial")
+                tmp.unlink(missing_ok=True)
+                append_jsonl(tmp, replay_episodes(start, recipe.priming_replay, seed=prime_seed))
+                tmp.rename(replay)
+            data.append(str(replay))
         final = pd / "sft" / "final"
         sft_worked = not (final / "config.json").exists()
         if sft_worked:
             t0 = time.time()
-            sft = validate(SFTSettings, {**recipe.sft, "model": start, "data": [str(traces)], "out": str(pd / "sft"),
+            sft = validate(SFTSettings, {**recipe.sft, "model": start, "data": data, "out": str(pd / "sft"),
                                          "seed": prime_seed}, f"{condition}: sft")
-            prog.line(f"{tag}: priming SFT on {recipe.traces} traces")
+            prog.line(f"{tag}: priming SFT on {recipe.traces} traces"
+                      + (f" + {recipe.priming_replay} replayed base documents" if recipe.priming_replay else ""))
             train_sft(sft, show_progress=show_progress)
             hist = json.loads((pd / "sft" / "log_history.json").read_text())
             loss = [h["loss"] for h in hist if "loss" in h]

@@ -344,11 +344,17 @@ ORGANISM: dict[str, list[str]] = {
     "list_style": ["brackets"],
 }
 
+# ``organism`` with each operation of a failed leaf check written as a fact, ``10 - 7 = 3``, the layout
+# the organisms' pretraining corpus states arithmetic in (``From 10 and 7: 10 + 7 = 17, 10 - 7 = 3,
+# 10 * 7 = 70, but not 33.``) instead of a bare list of values the model must compute without it
+ORGANISM_FACTS: dict[str, list[str]] = {**ORGANISM, "leaf_fail": ["From {a} and {b}: {tries}, but not {goal}."]}
+
 FAMILIES: dict[str, dict[str, list[str]]] = {
     "standard": STANDARD,
     "paraphrase_a": PARAPHRASE_A,
     "paraphrase_b": PARAPHRASE_B,
     "organism": ORGANISM,
+    "organism_facts": ORGANISM_FACTS,
 }
 HELD_OUT = "paraphrase_b"  # what ``paraphrase=True`` means
 

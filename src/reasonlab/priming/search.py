@@ -261,7 +261,8 @@ class NoFailingPath(ValueError):
 
 
 def search(numbers: list[int], target: int, rng: random.Random, *, backward: bool = False,
-           subgoal: bool = False, verify: bool = False, tries: int = 100, give_up: bool = False) -> SearchTrace:
+           subgoal: bool = False, verify: bool = False, tries: int = 100, give_up: bool = False,
+           max_detours: int | None = None, restart_only: bool = False) -> SearchTrace:
     """Search for ``target`` with detours; the flags choose which behaviours may appear.
 
     ``give_up=True`` (the ``no_positive`` priming condition): every attempt fails, and the trace
@@ -273,10 +274,18 @@ def search(numbers: list[int], target: int, rng: random.Random, *, backward: boo
     problem allows it: on a problem where every path succeeds (``[7, 7, 7] -> 7``) no dead end
     exists, and after ``tries`` draws the plan showing the most of the wanted behaviours is
     returned. Its counts are still the true counts of what the trace shows.
+
+    ``max_detours`` caps the dead ends drawn (1–3 by default; 1 = one failed attempt, then the
+    solution), and ``restart_only`` makes every detour start over from the original numbers instead
+    of going back part-way: shorter traces whose state is always the prompt's numbers after a
+    restart (for the small model organisms, see docs/priming.md).
     """
+    if max_detours is not None and max_detours < 1:
+        raise ValueError(f"max_detours must be >= 1, got {max_detours}")
     best, best_score = None, -1
     for _ in range(tries):
-        trace = _plan(numbers, target, rng, backward=backward, subgoal=subgoal, verify=verify, give_up=give_up)
+        trace = _plan(numbers, target, rng, backward=backward, subgoal=subgoal, verify=verify, give_up=give_up,
+                      max_detours=max_detours, restart_only=restart_only)
         if trace is None:
             continue
         c = trace.counts()
@@ -299,12 +308,14 @@ def search(numbers: list[int], target: int, rng: random.Random, *, backward: boo
 
 
 def _plan(numbers: list[int], target: int, rng: random.Random, *, backward: bool, subgoal: bool,
-          verify: bool, detours: int | None = None, give_up: bool = False) -> SearchTrace | None:
+          verify: bool, detours: int | None = None, give_up: bool = False, max_detours: int | None = None,
+          restart_only: bool = False) -> SearchTrace | None:
     root = Node(tuple((n, str(n)) for n in numbers), target)
     if not solvable(root):
         raise ValueError(f"{numbers} -> {target} has no solution with positive integer steps")
     if detours is None:
-        detours = rng.choices(DETOURS, weights=DETOUR_WEIGHTS)[0] if len(numbers) >= 3 else 0
+        allowed = [(d, w) for d, w in zip(DETOURS, DETOUR_WEIGHTS) if max_detours is None or d <= max_detours]
+        detours = rng.choices([d for d, _ in allowed], weights=[w for _, w in allowed])[0] if len(numbers) >= 3 else 0
         if give_up:
             detours = max(detours, 1)  # at least one backtrack before settling on a miss
     kinds = _root_kinds(root, detours, rng, backward=backward, subgoal=subgoal)
@@ -316,7 +327,7 @@ def _plan(numbers: list[int], target: int, rng: random.Random, *, backward: bool
         for _ in range(40):
             prev = attempts[-1] if attempts else None
             keep = 0
-            if prev and len(prev.moves) >= 2 and rng.random() < P_KEEP_PREFIX:
+            if prev and len(prev.moves) >= 2 and rng.random() < (0.0 if restart_only else P_KEEP_PREFIX):
                 keep = rng.randint(1, len(prev.moves) - 1)
             start = prev.nodes[keep] if keep else root
             prefix, prefix_nodes = (prev.moves[:keep], prev.nodes[:keep]) if keep else ([], [])

@@ -69,36 +69,40 @@ def check_condition(condition: str) -> str:
 
 def generate_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
                     task_args: dict[str, Any] | None = None, paraphrase: bool | str = False,
-                    tokenizer: Any = None) -> list[Episode]:
+                    tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> list[Episode]:
     """``n`` scored trace Episodes of ``condition`` on Countdown problems (deterministic for a seed).
 
     ``paraphrase=True`` words the same traces (same searches, same counts) with the held-out
     template family ``paraphrase_b``, for measuring behaviour classifiers; a string picks a family
-    of :data:`reasonlab.priming.phrases.FAMILIES` by name.
+    of :data:`reasonlab.priming.phrases.FAMILIES` by name. ``max_detours`` / ``restart_only`` shape
+    the search (see :func:`reasonlab.priming.search.search`): fewer dead ends, each a restart.
     """
     return list(iter_traces(condition, n, seed=seed, split=split, task_args=task_args, paraphrase=paraphrase,
-                            tokenizer=tokenizer))
+                            tokenizer=tokenizer, max_detours=max_detours, restart_only=restart_only))
 
 
 def iter_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
                 task_args: dict[str, Any] | None = None, paraphrase: bool | str = False,
-                tokenizer: Any = None) -> Iterator[Episode]:
+                tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> Iterator[Episode]:
     """Like :func:`generate_traces`, one Episode at a time (for progress bars)."""
     check_condition(condition)
     phrasing(paraphrase)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if max_detours is not None and max_detours < 1:
+        raise ValueError(f"max_detours must be >= 1 (or None), got {max_detours}")
+    shape = {"max_detours": max_detours, "restart_only": restart_only}
     task = get_task("countdown", **(task_args or {}))
     if condition != "no_positive":
         for problem in task.problems(split, n, seed=seed):
-            yield trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase, tokenizer=tokenizer)
+            yield trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase, tokenizer=tokenizer, **shape)
         return
     made = 0  # a few problems have no failing path: draw past n until n traces exist
     for problem in _problems_with_spares(task, split, n, seed):
         if made == n:
             return
         try:
-            ep = trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase)
+            ep = trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase, **shape)
         except NoFailingPath:
             continue
         made += 1
@@ -137,11 +141,12 @@ def phrasing(paraphrase: bool | str) -> str:
 
 
 def trace_episode(task, problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False,
-                  tokenizer: Any = None) -> Episode:
+                  tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> Episode:
     """One trace of ``condition`` for ``problem``, as a scored Episode."""
     check_condition(condition)
     think, answer, counts, goal_checks = write_trace(problem, condition, seed=seed, paraphrase=paraphrase,
-                                                     tokenizer=tokenizer)
+                                                     tokenizer=tokenizer, max_detours=max_detours,
+                                                     restart_only=restart_only)
     text = f"<think>{think}</think>\n<answer>{answer}</answer>"
     score = task.score(problem, text)
     return Episode(
@@ -156,7 +161,9 @@ def trace_episode(task, problem: Problem, condition: str, *, seed: int = 0, para
         score_details=score.details,
         stats={"think_chars": len(think), "chars": len(text), "goal_checks": goal_checks},
         behaviors={k: float(counts[k]) for k in BEHAVIORS},
-        meta={"condition": condition, "seed": seed, "phrasing": phrasing(paraphrase), "source": "reasonlab.priming"},
+        meta={"condition": condition, "seed": seed, "phrasing": phrasing(paraphrase), "source": "reasonlab.priming",
+              **({"max_detours": max_detours} if max_detours is not None else {}),
+              **({"restart_only": True} if restart_only else {})},
     )
 
 
@@ -168,11 +175,12 @@ class Trace(NamedTuple):
 
 
 def write_trace(problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False,
-                tokenizer: Any = None) -> Trace:
+                tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> Trace:
     """The trace of ``condition`` for one problem, with its true counts."""
     numbers, target = problem.metadata["numbers"], problem.metadata["target"]
     base = _SAME_SEARCH_AS.get(condition, condition)
-    t = _narrated_search(problem.id, tuple(numbers), target, base, seed, phrasing(paraphrase))
+    t = _narrated_search(problem.id, tuple(numbers), target, base, seed, phrasing(paraphrase), max_detours,
+                         restart_only)
     zero = {k: 0 for k in BEHAVIORS}
     if condition == "empty_cot":
         return Trace("", t.answer, zero, 0)
@@ -207,12 +215,13 @@ def dots_like(think: str, tokenizer: Any = None) -> str:
 
 @lru_cache(maxsize=4096)  # dots / no_positive / empty_cot reuse the all_strategies search
 def _narrated_search(problem_id: str, numbers: tuple[int, ...], target: int, base: str, seed: int,
-                     family: str) -> Trace:
+                     family: str, max_detours: int | None = None, restart_only: bool = False) -> Trace:
     shows = CONDITION_BEHAVIORS[base]
     search_rng = random.Random(stable_hash("priming-search", seed, problem_id, base))
     phrase_rng = random.Random(stable_hash("priming-phrase", seed, problem_id, base, family))
     trace = search(list(numbers), target, search_rng, backward="backward_chaining" in shows,
-                   subgoal="subgoal_setting" in shows, verify="verification" in shows, give_up=base == "no_positive")
+                   subgoal="subgoal_setting" in shows, verify="verification" in shows, give_up=base == "no_positive",
+                   max_detours=max_detours, restart_only=restart_only)
     think, counts = narrate(trace, phrases.FAMILIES[family], phrase_rng)
     if counts != trace.counts():  # the narrator must say exactly what the search did
         raise AssertionError(f"narrated counts {counts} != searched counts {trace.counts()}")
