@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -782,20 +781,9 @@ _mount_optional()
 
 
 def main() -> None:
-    try:
-        from transformers.utils import logging as hf_logging
+    from reasonlab.quiet import quiet_libraries
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import warnings
-
-    # transformers 5.2x renames the cache argument; the decoding loops pass the name every 4.x/5.x
-    # release accepts, so the deprecation notice says nothing the user can act on
-    warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\..*)?$")  # renamed arguments
+    quiet_libraries()
     try:
         app()
     except BrokenPipeError:  # `reasonlab tasks list | head`

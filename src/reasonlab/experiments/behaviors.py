@@ -679,6 +679,9 @@ def _worker(recipe_json: str, out: str, c: str, seed: int, start: str, threads: 
     """One (condition, seed) in a worker process with its own torch thread count."""
     import torch
 
+    from reasonlab.quiet import quiet_libraries
+
+    quiet_libraries()  # a spawned process starts without the CLI's filters
     torch.set_num_threads(threads)
     t0 = time.time()
     recipe = BehaviorsRecipe.model_validate_json(recipe_json)

@@ -175,7 +175,7 @@ def ensure_base(r: CodeInterpreterRecipe, out: Path, prog: Progress) -> str:
     corpus = out / "base" / "corpus.jsonl"
     if not corpus.exists():
         prog.line(f"base: writing the corpus ({r.corpus.per_task} documents × {len(r.train_tasks)} train tasks, "
-                  f"{r.corpus.code_share:.0%} code)")
+                  f"{r.corpus.code_share:.0%} notebooks, {r.corpus.copy_share:.0%} copy documents)")
         with Sandbox(SandboxConfig(timeout_s=10.0, memory_mb=512)) as sb:
             docs = corpus_documents(r.train_tasks, r.corpus.per_task, code_share=r.corpus.code_share,
                                     seed=r.corpus.seed, sandbox=sb, copy_share=r.corpus.copy_share)
@@ -393,6 +393,9 @@ def run_arm(r: CodeInterpreterRecipe, out: Path, arm: str, seed: int, start: str
 def _worker(recipe_json: str, out: str, arm: str, seed: int, start: str, threads: int) -> tuple[str, float]:
     import torch
 
+    from reasonlab.quiet import quiet_libraries
+
+    quiet_libraries()  # a spawned process starts without the CLI's filters
     torch.set_num_threads(threads)
     t0 = time.time()
     r = CodeInterpreterRecipe.model_validate_json(recipe_json)
