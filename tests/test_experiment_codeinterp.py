@@ -116,6 +116,8 @@ def test_self_checks_count_asserts_and_rechecks():
                              {"role": "assistant", "content": "```python\nprint(6)\n```"},
                              {"role": "tool", "content": "```output\n6\n```"}])
     text = _ep([u, {"role": "assistant", "content": "<answer>6</answer>"}])
-    assert [self_checks(e) for e in (one, check, again, failed_then_fixed, text)] == [0, 1, 1, 0, 0]
+    solver = _ep([u, {"role": "assistant", "content": "```python\nprint(sum(1 for s in S if sum(s) == 6))\n```"},
+                  {"role": "tool", "content": "```output\n2\n```"}])  # a comparison that computes, not a check
+    assert [self_checks(e) for e in (one, check, again, failed_then_fixed, text, solver)] == [0, 1, 1, 0, 0, 0]
     m = episode_metrics([one, check, again, failed_then_fixed, text])
     assert m["code_use_rate"] == 0.8 and m["self_check_rate"] == 0.4 and m["accuracy_without_code"] == 0.0

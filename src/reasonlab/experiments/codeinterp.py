@@ -291,13 +291,14 @@ def ensure_competence(r: CodeInterpreterRecipe, out: Path, starts: dict[str, str
 
 # ----------------------------------------------------------------------------- metrics
 
-_ASSERT = re.compile(r"^\s*assert\b|==", re.M)
+_ASSERT = re.compile(r"^\s*assert\b", re.M)
 _CODE = re.compile(r"```python\n(.*?)```", re.S)
 
 
 def self_checks(e: Episode) -> int:
-    """Code-based self-checks in an episode: a program that tests a result (``assert`` or ``==``),
-    or one that runs after an earlier program already printed a result without error (a re-check)."""
+    """Code-based self-checks in an episode: a program that asserts a result (``assert``), or one that
+    runs after an earlier program already printed a result without error (a re-check). A comparison
+    inside a solver (``if sum(s) == t``) is computation, not a check, so ``==`` alone does not count."""
     n, ran_ok = 0, False
     msgs = e.messages or []
     for i, m in enumerate(msgs):
