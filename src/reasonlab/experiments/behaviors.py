@@ -675,18 +675,25 @@ def check_stages(recipe: BehaviorsRecipe) -> None:
                      f"bases.{name} (with organism)")
 
 
-def _worker(recipe_json: str, out: str, c: str, seed: int, start: str, threads: int) -> tuple[str, float]:
-    """One (condition, seed) in a worker process with its own torch thread count."""
+def worker_progress(threads: int) -> Progress:
+    """Set up a spawned experiment worker: the CLI's quiet libraries (a spawned process starts
+    without them), its torch thread count, and progress lines marked as the worker's."""
     import torch
 
     from reasonlab.quiet import quiet_libraries
 
-    quiet_libraries()  # a spawned process starts without the CLI's filters
+    quiet_libraries()
     torch.set_num_threads(threads)
-    t0 = time.time()
-    recipe = BehaviorsRecipe.model_validate_json(recipe_json)
     prog = Progress(1)
     prog.line = lambda text: print(f"  [worker] {text}", flush=True)  # type: ignore[method-assign]
+    return prog
+
+
+def _worker(recipe_json: str, out: str, c: str, seed: int, start: str, threads: int) -> tuple[str, float]:
+    """One (condition, seed) in a worker process with its own torch thread count."""
+    t0 = time.time()
+    prog = worker_progress(threads)
+    recipe = BehaviorsRecipe.model_validate_json(recipe_json)
     rl_dir = run_condition(recipe, Path(out), c, seed, start, prog, show_progress=False)
     return str(rl_dir), time.time() - t0
 

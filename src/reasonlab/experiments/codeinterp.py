@@ -49,7 +49,8 @@ from pydantic import Field, field_validator, model_validator
 
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import Episode, append_jsonl, read_episodes
-from reasonlab.experiments.behaviors import Progress, _fmt, _html, _mean_sd, final_by_seed, series, write_results
+from reasonlab.experiments.behaviors import (Progress, _fmt, _html, _mean_sd, final_by_seed, series, worker_progress,
+                                             write_results)
 
 # arm → (starting model, interpreter on, curriculum)
 ARMS: dict[str, tuple[str, bool, str]] = {
@@ -392,16 +393,10 @@ def run_arm(r: CodeInterpreterRecipe, out: Path, arm: str, seed: int, start: str
 
 
 def _worker(recipe_json: str, out: str, arm: str, seed: int, start: str, threads: int) -> tuple[str, float]:
-    import torch
-
-    from reasonlab.quiet import quiet_libraries
-
-    quiet_libraries()  # a spawned process starts without the CLI's filters
-    torch.set_num_threads(threads)
+    """One (arm, seed) in a worker process with its own torch thread count."""
     t0 = time.time()
+    prog = worker_progress(threads)
     r = CodeInterpreterRecipe.model_validate_json(recipe_json)
-    prog = Progress(1)
-    prog.line = lambda text: print(f"  [worker] {text}", flush=True)  # type: ignore[method-assign]
     d = run_arm(r, Path(out), arm, seed, start, prog)
     return str(d), time.time() - t0
 
