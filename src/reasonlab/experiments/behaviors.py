@@ -509,6 +509,15 @@ def comparisons(rows: list[dict[str, Any]], conds: list[str]) -> list[dict[str, 
     return out
 
 
+def plot_band(ax, rows: list[dict[str, Any]], condition: str, col: str, color: Any) -> None:
+    """Mean over seeds of ``col`` against step for one condition, with a ± sd band."""
+    steps, mean, sd = series(rows, condition, col)
+    if steps:
+        ax.plot(steps, mean, marker="o", ms=3, color=color, label=condition)
+        ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                        color=color, alpha=0.15, lw=0)
+
+
 def plot_results(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     import matplotlib
 
@@ -521,12 +530,7 @@ def plot_results(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=110)
     for c in conds:
         for ax, col in zip(axes, ("accuracy", "response_length")):
-            steps, mean, sd = series(rows, c, col)
-            if not steps:
-                continue
-            ax.plot(steps, mean, marker="o", ms=3, color=colors[c], label=c)
-            ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                            color=colors[c], alpha=0.15, lw=0)
+            plot_band(ax, rows, c, col, colors[c])
     seeds = len({r["seed"] for r in rows})
     axes[0].set(xlabel="PPO step", ylabel="test accuracy", title=f"Countdown accuracy (mean ± sd, {seeds} seeds)")
     axes[1].set(xlabel="PPO step", ylabel="tokens", title="response length")
@@ -540,11 +544,7 @@ def plot_results(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), dpi=110)
     for ax, (b, col) in zip(axes, BEHAVIOR_COLUMNS.items()):
         for c in conds:
-            steps, mean, sd = series(rows, c, col)
-            if steps:
-                ax.plot(steps, mean, marker="o", ms=3, color=colors[c], label=c)
-                ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                                color=colors[c], alpha=0.15, lw=0)
+            plot_band(ax, rows, c, col, colors[c])
         ax.set(xlabel="PPO step", ylabel="per response", title=b.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7)

@@ -43,13 +43,13 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import Episode, append_jsonl, read_episodes
-from reasonlab.experiments.behaviors import (Progress, _fmt, _html, _mean_sd, final_by_seed, series, worker_progress,
+from reasonlab.experiments.behaviors import (Progress, _fmt, _html, _mean_sd, final_by_seed, plot_band, worker_progress,
                                              write_results)
 
 # arm → (starting model, interpreter on, curriculum)
@@ -140,20 +140,16 @@ class CodeInterpreterRecipe(Strict):
         if both:
             raise ValueError(f"train_tasks and test_tasks share {both}: a held-out task must never be trained on")
         check_trainable(self.train_tasks, "train_tasks")
-        code_sft = any(ARMS[a][0] == "sft-code" for a in self.arms)
-        if code_sft and not self.teacher.code_data:
+        teacher = any(ARMS[a][0] == "sft-code" for a in self.arms) and not self.teacher.code_data
+        corpus = isinstance(self.base, dict) and self.corpus.code_share > 0
+        if teacher or corpus:
             from reasonlab.experiments.teach import has_solver
 
             missing = [t for t in self.train_tasks if not has_solver(get_task(t))]
             if missing:
-                raise ValueError(f"the programmatic code teacher has no solver program for {missing}; drop them "
-                                 "from train_tasks or give teacher.code_data")
-        if isinstance(self.base, dict) and not self.teacher.code_data:
-            from reasonlab.experiments.teach import has_solver
-
-            missing = [t for t in self.train_tasks if not has_solver(get_task(t))]
-            if missing and self.corpus.code_share > 0:
-                raise ValueError(f"the organism's code corpus needs solver programs; {missing} have none")
+                raise ValueError(f"{missing} have no solver program, which the "
+                                 + ("programmatic code teacher" if teacher else "organism's code corpus")
+                                 + " needs; drop them from train_tasks" + (" or give teacher.code_data" if teacher else ""))
         return self
 
 
@@ -468,11 +464,7 @@ def plot_results(out: Path, r: CodeInterpreterRecipe, rows: list[dict[str, Any]]
     for ax, col, title in zip(axes, ("accuracy", "code_use_rate", "response_length"),
                               ("accuracy on the train tasks' test instances", "code-use rate", "tokens per episode")):
         for a in arms:
-            steps, mean, sd = series(train, a, col)
-            if steps:
-                ax.plot(steps, mean, marker="o", ms=3, color=colors[a], label=a)
-                ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                                color=colors[a], alpha=0.15, lw=0)
+            plot_band(ax, train, a, col, colors[a])
         ax.set(xlabel="GRPO step", title=title)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"mean ± sd over {len(r.seeds)} seeds")
