@@ -36,11 +36,16 @@ def test_entropo_experiment_end_to_end_and_resume(tmp_path, monkeypatch):
                                               out / "eval" / "dpo-a0-s1" / "metrics.json"]}
     assert not (out / "results.csv").exists()
 
-    calls.clear()
-    monkeypatch.setattr(pref, "train_preference", lambda cfg, **kw: (calls.append(cfg.out), real(cfg, **kw))[1])
-    r = CliRunner().invoke(app, ["run", "entropo", "--config", str(RECIPE), "--out", str(out), "--quiet"])
+    # resumed with the runs left spread over 2 worker processes (spawned: they train with the real
+    # train_preference, so the finished runs' untouched files are the evidence that nothing was redone)
+    parallel = tmp_path / "parallel.yaml"
+    parallel.write_text(yaml.safe_dump({**yaml.safe_load(RECIPE.read_text()), "workers": 2, "threads": 1}))
+    left = [out / n / "final" / "config.json" for n in ("entropo-dpo-a0.01-s0", "entropo-dpo-a0.01-s1")]
+    assert not any(p.exists() for p in left)
+    r = CliRunner().invoke(app, ["run", "entropo", "--config", str(parallel), "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
-    assert [Path(c).name for c in calls] == ["entropo-dpo-a0.01-s0", "entropo-dpo-a0.01-s1"]  # only what was left
+    assert "2 runs on 2 worker processes × 1 torch thread(s)" in r.output
+    assert all(p.exists() for p in left)
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # finished stages were not redone
 
     rows = list(csv.DictReader((out / "results.csv").open()))

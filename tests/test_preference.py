@@ -125,6 +125,30 @@ def test_alpha_needs_the_derived_loss(tiny_model, tok, tmp_path):
                           train_dataset=ds, processing_class=tok)
 
 
+def test_sft_weight_adds_the_chosen_nll(tiny_model, tok, tmp_path):
+    """RPO: sft_weight = w adds w × the chosen trajectories' mean NLL over their policy tokens (tool output
+    excluded) to the (EntroPO-)DPO loss; KTO refuses it."""
+    ds = pairs_to_dataset(make_pairs(EPISODES), tok)
+    losses = {}
+    for w in (0.0, 0.5):
+        rpo = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, w]} if w else {}
+        t = EntroPODPOTrainer(model(tiny_model, noise=0.05), train_dataset=ds, processing_class=tok,
+                              args=args(EntroPODPOConfig, tmp_path, alpha=0.1, **rpo))
+        batch = collate(t)
+        losses[w] = t.compute_loss(t.model, batch).item()
+    m = model(tiny_model, noise=0.05)
+    with torch.no_grad():
+        logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    logps = torch.log_softmax(logits.float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    mask = batch["completion_mask"][:, 1:].bool()
+    half = len(mask) // 2  # chosen first, then rejected
+    nll = -logps[:half][mask[:half]].mean().item()
+    assert nll > 1.0
+    assert losses[0.5] - losses[0.0] == pytest.approx(0.5 * nll, rel=1e-4)
+    with pytest.raises(ValueError, match="sft_weight"):
+        PreferenceSettings(model=tiny_model, data=[], method="kto", sft_weight=1.0)
+
+
 # -- what α does -------------------------------------------------------------------------------------
 
 

@@ -218,13 +218,16 @@ class EntroPORecipe(Strict):
     alphas: list[float] | None = Field(None, description="α sweep, ours (α = entro_alpha − pref_beta); 0 = DPO/KTO")
     entro_alphas: list[float] | None = Field(None, description="α sweep in the paper's α_p, with preference.pref_beta")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    preference: dict[str, Any] = Field(default_factory=dict, description="PreferenceSettings fields shared by all")
+    preference: dict[str, Any] = Field(default_factory=dict, description="PreferenceSettings fields shared by all "
+                                       "(sft_weight, the RPO term, goes to the DPO runs only)")
     verifier: VerifierSpec = Field(default_factory=VerifierSpec)
     tts: TTSSpec = Field(default_factory=TTSSpec)
     eval_limit: int = Field(32, ge=1)
     eval_n: int = Field(8, ge=1)
     report_alpha: float | None = Field(None, description="α shown in tts.png (default: the largest)")
     keep_checkpoints: bool = Field(False, description="keep each run's intermediate checkpoints")
+    workers: int = Field(1, ge=1, description="preference runs at once, each in its own process")
+    threads: int = Field(0, ge=0, description="torch threads per worker (0 = cores / workers)")
     seed: int = 0
     out: str | None = None
 
@@ -364,7 +367,7 @@ def _stage_sft(r: EntroPORecipe, out: Path, base: str, teacher: list[str], quiet
     sft = {"only_correct": bool(r.teacher_episodes or rj.problems), **r.sft}  # rejection sampling
     cfg = validate(SFTSettings, {**sft, "model": base, "data": data, "out": str(out / "sft"), "seed": r.seed}, "sft")
     t0 = time.time()
-    train_sft(cfg, show_progress=not quiet)
+    train_sft(cfg, show_progress=False)  # the stage line below reports it; no per-step dicts or bars
     hist = json.loads((out / "sft" / "log_history.json").read_text()) if (out / "sft" / "log_history.json").exists() else []
     loss = [h["loss"] for h in hist if "loss" in h]
     log(f"SFT: {cfg.max_steps if cfg.max_steps > 0 else cfg.epochs} {'steps' if cfg.max_steps > 0 else 'epochs'} on "
@@ -468,9 +471,7 @@ def _plan_units(r: EntroPORecipe, runs: list[Run]) -> dict[str, float]:
 
 
 def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
-    from reasonlab.analysis.tts import VerifierScorer
-    from reasonlab.config import validate
-    from reasonlab.train.preference import PreferenceSettings, describe_entropy, train_preference
+    from reasonlab.train.preference import describe_entropy
 
     quiet = not show_progress
     out = Path(r.out or f"runs/{r.name}")
@@ -498,49 +499,104 @@ def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
     prog.advance(u["collect"], worked=not done)
     log(f"collected {s['samples']} trajectories of the starting policy on {r.collect_problems} train problems: "
         f"accuracy {s['accuracy']:.3f}")
-    data = [str(out / "collect" / "episodes" / "eval.jsonl")]
-    if r.teacher_in_preference:
-        data += teacher
+    data = preference_data(r, out)
     done = (out / "verifier" / "reasonlab.json").exists() or r.verifier.steps == 0
     vpath = _stage_verifier(r, out, start, data[:1], log)
     prog.advance(u["verifier"], worked=not done)
     if vpath is not None:
         log(f"verifier: {vpath}")
-    scorer = VerifierScorer(vpath) if vpath is not None else None
-    results = []
-    for i, run in enumerate(runs, 1):
-        t0 = time.time()
-        model = str(start)
-        trained = False
-        if run.loss != "sft":
-            final = out / run.name / "final"
-            if not (final / "config.json").exists():
-                cfg = validate(PreferenceSettings, {
-                    **r.preference, "model": str(start), "data": data, "method": run.loss.split("-")[0],
-                    "alpha": run.alpha, "beta": beta, "pref_beta": None,
-                    "kto_form": "released" if run.loss == "kto-released" else "derived",
-                    "out": str(out / run.name), "seed": run.seed}, run.name)
-                train_preference(cfg, show_progress=show_progress)
-                trained = True
-            if not r.keep_checkpoints:
-                shutil.rmtree(out / run.name / "checkpoints", ignore_errors=True)
-            model = str(final)
-            prog.advance(u["train"], worked=trained)
-        measured = not (out / "eval" / run.name / "metrics.json").exists()
-        res = _measure(r, run, model, out, scorer, quiet)
-        prog.advance(u["eval"], worked=measured)
+    todo = [run for run in runs if not (out / "eval" / run.name / "metrics.json").exists()]
+    results: dict[str, dict] = {}
+
+    def finished(i: int, run: Run, res: dict, seconds: float) -> None:
+        prog.advance(u["eval"] + (u["train"] if run.loss != "sft" else 0), worked=run in todo)
         row = res["row"]
         nmax = res["curves"]["Ns"][-1]
         log(f"[{i}/{len(runs)}] {run.method} α={run.alpha:g} seed {run.seed}: pass@1 {row['pass@1']:.3f}, "
             f"pass@{len(res['passk'])} {res['passk'][-1]:.3f}, entropy {row.get('div/mean_token_entropy') or 0:.3f}, "
             f"distinct answers {row.get('div/distinct_answers') or 0:.2f}, hybrid@{nmax} "
             f"{row.get(f'tts/hybrid@{nmax}', float('nan')):.3f}"
-            + (f" · {_fmt_time(time.time() - t0)}" if trained or measured else " (done before)"))
-        results.append(res)
+            + (f" · {_fmt_time(seconds)}" if run in todo else " (done before)"))
+        results[run.name] = res
+
+    args = (str(start), str(out), str(vpath) if vpath is not None else None, beta)
+    if r.workers == 1 or len(todo) <= 1:
+        for i, run in enumerate(runs, 1):
+            t0 = time.time()
+            finished(i, run, train_and_measure(r, run, *args, quiet), time.time() - t0)
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        import os
+
+        for i, run in enumerate(runs, 1):
+            if run not in todo:
+                finished(i, run, train_and_measure(r, run, *args, quiet), 0.0)
+        threads = r.threads or max(1, (os.cpu_count() or 1) // r.workers)
+        log(f"{len(todo)} runs on {r.workers} worker processes × {threads} torch thread(s)")
+        with cf.ProcessPoolExecutor(r.workers, mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(_worker, r.model_dump_json(), run.model_dump_json(), *args, threads): run
+                    for run in todo}
+            for fut in cf.as_completed(futs):
+                run = futs[fut]
+                res, seconds = fut.result()
+                finished(runs.index(run) + 1, run, res, seconds)
+    results = [results[run.name] for run in runs]  # type: ignore[assignment]
     _data_report(out, runs)
     path = write_outputs(out, r, results, beta)
     log(f"done: {out / 'report.md'}")
     return path
+
+
+_SCORERS: dict[str, Any] = {}
+
+
+def train_and_measure(r: EntroPORecipe, run: Run, start: str, out_dir: str, vpath: str | None, beta: float,
+                      quiet: bool) -> dict:
+    """Train one (loss, α, seed) run from ``start`` unless its final model exists, then measure it
+    (cached in ``eval/<run>/metrics.json``). The SFT "runs" are the starting checkpoint, measured."""
+    from reasonlab.analysis.tts import VerifierScorer
+    from reasonlab.config import validate
+    from reasonlab.train.preference import PreferenceSettings, train_preference
+
+    out = Path(out_dir)
+    model = start
+    if run.loss != "sft":
+        final = out / run.name / "final"
+        if not (final / "config.json").exists():
+            shared = {k: v for k, v in r.preference.items() if k != "sft_weight" or run.loss == "dpo"}
+            cfg = validate(PreferenceSettings, {
+                **shared, "model": start, "data": preference_data(r, out), "method": run.loss.split("-")[0],
+                "alpha": run.alpha, "beta": beta, "pref_beta": None,
+                "kto_form": "released" if run.loss == "kto-released" else "derived",
+                "out": str(out / run.name), "seed": run.seed}, run.name)
+            train_preference(cfg, show_progress=False)  # one stage line per run (run_entropo)
+        if not r.keep_checkpoints:
+            shutil.rmtree(out / run.name / "checkpoints", ignore_errors=True)
+        model = str(final)
+    if vpath is not None and vpath not in _SCORERS:
+        _SCORERS[vpath] = VerifierScorer(vpath)
+    return _measure(r, run, model, out, _SCORERS.get(vpath) if vpath else None, quiet)
+
+
+def _worker(recipe_json: str, run_json: str, start: str, out_dir: str, vpath: str | None, beta: float,
+            threads: int) -> tuple[dict, float]:
+    """One run in a spawned worker process with its own torch thread count."""
+    from reasonlab.experiments.behaviors import worker_progress
+
+    t0 = time.time()
+    worker_progress(threads)
+    r = EntroPORecipe.model_validate_json(recipe_json)
+    res = train_and_measure(r, Run.model_validate_json(run_json), start, out_dir, vpath, beta, True)
+    return res, time.time() - t0
+
+
+def preference_data(r: EntroPORecipe, out: Path) -> list[str]:
+    """The preference data files: the starting policy's collected samples, then the teacher's."""
+    data = [str(out / "collect" / "episodes" / "eval.jsonl")]
+    if r.teacher_in_preference:
+        data += [str(out / "teacher.jsonl")] * bool(r.teacher_traces) + list(r.teacher_episodes)
+    return data
 
 
 def _data_report(out: Path, runs: list[Run]) -> None:

@@ -291,9 +291,10 @@ class EntroPODPOTrainer(DPOTrainer):
                  train_dataset=None, eval_dataset=None, processing_class=None, **kwargs):
         args = args if args is not None else EntroPODPOConfig("entropo-dpo")
         self.alpha = _check_alpha(getattr(args, "alpha", 0.0))
-        if self.alpha and (args.loss_type != ["sigmoid"] or args.f_divergence_type != "reverse_kl"):
-            raise ValueError("EntroPO-DPO is derived for loss_type=['sigmoid'] with f_divergence_type="
-                             f"'reverse_kl'; got {args.loss_type} / {args.f_divergence_type}")
+        if self.alpha and (args.loss_type not in (["sigmoid"], ["sigmoid", "sft"])
+                           or args.f_divergence_type != "reverse_kl"):
+            raise ValueError("EntroPO-DPO is derived for loss_type=['sigmoid'] (optionally with the 'sft' term) "
+                             f"with f_divergence_type='reverse_kl'; got {args.loss_type} / {args.f_divergence_type}")
         if data_collator is None:
             data_collator = EpisodePreferenceCollator(
                 pad_token_id=_tokenizer(processing_class).pad_token_id, max_length=args.max_length,
@@ -437,6 +438,9 @@ class PreferenceSettings(Strict):
     kto_form: Literal["derived", "released"] = Field(
         "derived", description="EntroPO-KTO: 'derived' (ours) or 'released' (entropy only in the reference point)")
     pairing: Literal["random", "all", "hardest"] = Field("random", description="DPO pairs per problem")
+    sft_weight: float = Field(0.0, ge=0, description="DPO: weight of a negative log-likelihood term on the chosen "
+                              "trajectory (RPO; TRL's loss_type 'sft'), which keeps DPO from lowering the "
+                              "chosen trajectories' likelihood; 0 = plain DPO")
     max_pairs_per_problem: int | None = Field(None, ge=1,
                                               description="None = the pairing's default (1; all: no cap)")
     per_problem: int | None = Field(None, ge=1,
@@ -470,6 +474,9 @@ class PreferenceSettings(Strict):
 
     @model_validator(mode="after")
     def _kto_batch(self):
+        if self.method == "kto" and self.sft_weight:
+            raise ValueError("sft_weight: an NLL term on the chosen trajectory is a DPO option (RPO); KTO has no "
+                             "chosen trajectory. Set sft_weight: 0 for KTO")
         if self.method == "kto" and self.batch_size < 2:
             raise ValueError("KTO needs batch_size >= 2: its KL reference point pairs each prompt with "
                              "another example's completion in the same batch")
@@ -561,13 +568,18 @@ def build_preference_trainer(cfg: PreferenceSettings, *, show_progress: bool = T
         "dataloader_num_workers": 0,
     }
     if cfg.method == "dpo":
-        trainer = EntroPODPOTrainer(model=model, args=EntroPODPOConfig(**common), train_dataset=dataset,
+        rpo = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {}
+        trainer = EntroPODPOTrainer(model=model, args=EntroPODPOConfig(**common, **rpo), train_dataset=dataset,
                                     processing_class=tokenizer, peft_config=lora)
     else:
         args = EntroPOKTOConfig(**common, desirable_weight=cfg.desirable_weight, kto_form=cfg.kto_form,
                                 undesirable_weight=cfg.undesirable_weight)
         trainer = EntroPOKTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                     peft_config=lora)
+    if not show_progress:  # quiet: no per-log dict printed either (log_history.json keeps them)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     return trainer, tokenizer, stats
 
 
