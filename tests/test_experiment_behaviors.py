@@ -125,7 +125,7 @@ def test_parallel_workers_give_the_same_table(tmp_path, organism_home):
     import yaml
 
     recipe = yaml.safe_load(RECIPE.read_text())
-    recipe.update(conditions=["none", "no_positive"], seeds=[0, 1], workers=2, threads=1)
+    recipe.update(conditions=["none", "no_positive"], seeds=[0, 1], workers=2, threads=1, priming_replay=6)
     cfg = tmp_path / "r.yaml"
     cfg.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "cb"
@@ -135,3 +135,9 @@ def test_parallel_workers_give_the_same_table(tmp_path, organism_home):
     assert {(r["condition"], r["seed"], r["step"]) for r in rows} == {
         (c, s, st) for c in ("none", "no_positive") for s in "01" for st in "012"}
     assert len(list((out / "conditions" / "no_positive").glob("*/sft/final/config.json"))) == 1  # primed once
+    # priming_replay: the base's own pretraining documents are SFT data next to the traces
+    primed = out / "conditions" / "no_positive" / "primed"
+    replay = [json.loads(x) for x in (primed / "replay.jsonl").read_text().splitlines()]
+    assert len(replay) == 6
+    sft_data = yaml.safe_load((primed / "sft" / "config.yaml").read_text())["data"]
+    assert sft_data == [str(primed / "traces.jsonl"), str(primed / "replay.jsonl")]
