@@ -462,12 +462,13 @@ def _plan_units(r: EntroPORecipe, runs: list[Run]) -> dict[str, float]:
     tok = r.sampling.get("max_new_tokens", 256) / 48
     sample = 0.02 * tok  # per sampled trajectory
     steps = r.preference.get("max_steps", -1)
+    par = max(1, min(r.workers, len(runs)))  # runs in parallel: wall time per run / workers
     return {"rejection": r.rejection.problems * r.rejection.n * sample,
             "sft": max(1, r.sft.get("max_steps", 100)) * 0.8 if r.start_model is None else 0.0,
             "collect": r.collect_problems * r.collect_n * sample,
             "verifier": r.verifier.steps * 0.5,
-            "train": (steps if steps > 0 else 100) * 1.0,
-            "eval": r.eval_limit * r.eval_n * sample * 1.5}
+            "train": (steps if steps > 0 else 100) * 1.0 / par,
+            "eval": r.eval_limit * r.eval_n * sample * 1.5 / par}
 
 
 def run_entropo(r: EntroPORecipe, *, show_progress: bool = True) -> Path:
