@@ -16,6 +16,7 @@ def test_behaviors_experiment_end_to_end_and_resume(tmp_path, organism_home):
     out = tmp_path / "cb"
     r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(RECIPE), "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
+    assert "ETA" in r.output  # --quiet drops the bars, not the stage lines
     rows = list(csv.DictReader((out / "results.csv").open()))
     cols = rows[0].keys()
     for c in ("condition", "base", "seed", "step", "avg_verifications", "avg_backtracking", "avg_subgoals",

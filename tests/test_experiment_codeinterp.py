@@ -19,6 +19,7 @@ def test_code_interpreter_end_to_end_and_resume(tmp_path, organism_home):
     args = ["run", "code-interpreter", "--config", str(RECIPE), "--out", str(out), "--quiet"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
+    assert "ETA" in r.output  # --quiet drops the bars, not the stage lines
     rows = list(csv.DictReader((out / "results.csv").open()))
     cols = rows[0].keys()
     for c in ("condition", "seed", "step", "tasks", "accuracy", "code_use_rate", "accuracy_with_code",

@@ -752,7 +752,7 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
 
     units = 2 * n_bases + sum(1 for c in recipe.conditions if c in CURATED) + \
         len(recipe.seeds) * sum(2 if c in CONDITIONS else 1 for c in recipe.conditions)
-    prog = Progress(units, enabled=show_progress)
+    prog = Progress(units)  # stage lines always (--quiet drops the bars only, as the CLI says)
     prog.skip_known(stages_done(recipe, out))
     timings: dict[str, float] = {}
     t0 = time.time()

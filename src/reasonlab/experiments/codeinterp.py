@@ -571,7 +571,7 @@ def run_code_interpreter(r: CodeInterpreterRecipe, *, show_progress: bool = True
     starts_needed = {ARMS[a][0] for a in r.arms}
     sfts = sorted(s for s in starts_needed if s.startswith("sft-"))
     jobs = [(a, s) for s in r.seeds for a in r.arms]
-    prog = Progress(3 + 2 * len(sfts) + 2 * len(jobs), enabled=show_progress)
+    prog = Progress(3 + 2 * len(sfts) + 2 * len(jobs))  # stage lines always; --quiet drops the bars only
     prog.skip_known({(a, s) for a, s in jobs if arm_done(r, out, a, s)}, 2)
     timings: dict[str, float] = {}
     t0 = time.time()
