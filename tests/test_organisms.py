@@ -157,3 +157,31 @@ def test_replay_documents_come_from_the_base_corpus_without_chat_prompts(ci_poor
     assert eps[0].completion == docs[0] and all(mask)  # the whole document is trained on
     with pytest.raises(ValueError, match="not a pretrained organism"):
         replay_documents(tmp_path, 3)
+
+
+def test_curation_replay_mixes_the_same_base_documents_into_both_subsets(ci_poor, tmp_path):
+    """curation.replay: each arm continues pretraining on its subset plus the same replayed documents
+    of the base's own corpus, so the two arms differ only in the curated subset."""
+    from pathlib import Path
+
+    import yaml
+
+    from reasonlab.experiments.behaviors import BehaviorsRecipe, Progress, ensure_curated
+    from reasonlab.organisms import load_corpus_file
+
+    ci = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "countdown-behaviors-ci.yaml").read_text())
+    recipe = BehaviorsRecipe(**{**ci, "conditions": ["none", "curated_enriched", "curated_minimal"],
+                                "curation": {"documents": 100, "steps": 2, "replay": 20}})
+    paths = ensure_curated(recipe, tmp_path, str(ci_poor), Progress(1, enabled=False))
+    d = tmp_path / "curation"
+    mixed = {c: load_corpus_file(str(d / f"{c}+replay20.jsonl")) for c in ("enriched", "control")}
+    from collections import Counter
+
+    extra = {}
+    for c, docs in mixed.items():
+        subset = Counter(load_corpus_file(str(d / f"{c}.jsonl")))
+        assert not subset - Counter(docs)  # the whole subset is in
+        extra[c] = Counter(docs) - subset  # (a corpus may hold a document twice: multisets)
+    assert extra["enriched"] == extra["control"] and sum(extra["enriched"].values()) == 20
+    assert set(paths) == {"curated_enriched", "curated_minimal"}
+    assert all((Path(p) / "config.json").exists() for p in paths.values())

@@ -39,6 +39,7 @@ import csv
 import json
 import logging
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -74,6 +75,9 @@ class CurationSettings(Strict):
     top_fraction: float = Field(0.3, gt=0, le=0.5, description="enriched subset: the documents with the most behaviors")
     steps: int = Field(150, ge=1, description="continued-pretraining steps on each subset (same token count)")
     lr: float = Field(1e-3, gt=0)
+    replay: int = Field(0, ge=0, description="documents of the base's own pretraining corpus (chat layout "
+                        "included) mixed into both subsets, the same ones for both, so continued pretraining "
+                        "keeps what the base knows; 0 = each subset alone")
 
 
 class JudgeSettings(Strict):
@@ -276,8 +280,20 @@ def ensure_curated(recipe: BehaviorsRecipe, out: Path, poor: str, prog: Progress
     base = organism_spec(recipe, "poor")
     paths = {}
     for c in wanted:
+        corpus = d / f"{CURATED[c]}.jsonl"
+        if cur.replay:  # the subset plus the same replayed base documents for both arms, shuffled together
+            mixed = d / f"{CURATED[c]}+replay{cur.replay}.jsonl"
+            if not mixed.exists():
+                from reasonlab.organisms import load_corpus_file, replay_documents
+
+                docs = load_corpus_file(str(corpus)) + replay_documents(poor, cur.replay, seed=1, chat=True)
+                random.Random(f"curation-replay|{c}").shuffle(docs)
+                tmp = mixed.with_suffix(".partial")
+                tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+                tmp.rename(mixed)
+            corpus = mixed
         spec = OrganismSpec(**{**base.model_dump(), "name": f"poor-{c}", "init_from": poor,
-                               "corpus": str(d / f"{CURATED[c]}.jsonl"), "steps": cur.steps, "lr": cur.lr,
+                               "corpus": str(corpus), "steps": cur.steps, "lr": cur.lr,
                                "warmup": min(20, cur.steps // 5)})
         from reasonlab.organisms import organism_path
 
