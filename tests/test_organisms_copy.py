@@ -15,7 +15,7 @@ from reasonlab.organisms import (
     spec_hash,
 )
 
-TEXTS = [f"Problem: how many subsets of [{a}, {b}, {c}] add up to {a + b}? Answer: {a * b % 7}" for a in range(12)
+TEXTS = [f"Problem: how many subsets of [{a}, {b}, {c}] add up to {a + b}?\nAnswer: {a * b % 7}\n" for a in range(12)
          for b in range(6) for c in range(3)]
 
 
@@ -44,7 +44,7 @@ def test_copy_documents_are_what_the_docstring_says():
     for enc in tok(TEXTS, add_special_tokens=False)["input_ids"]:
         for i in enc:
             counts[i] = counts.get(i, 0) + 1
-    top = set(sorted(counts, key=lambda i: (-counts[i], i))[:10])
+    top = set(sorted((i for i in counts if "\n" not in tok.decode([i])), key=lambda i: (-counts[i], i))[:10])
     assert len(docs) == 200
     lengths = set()
     for d in docs:
@@ -53,7 +53,7 @@ def test_copy_documents_are_what_the_docstring_says():
         k = len(body) // 3 - len(nl)
         seq = body[:k]
         assert body == (seq + nl) * 3  # the same sequence three times, a line each
-        assert 3 <= len(seq) <= 7 and set(seq) <= top
+        assert 3 <= len(seq) <= 7 and set(seq) <= top and not any("\n" in tok.decode([i]) for i in seq)
         lengths.add(len(seq))
     assert lengths == set(range(3, 8))
 

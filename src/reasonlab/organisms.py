@@ -436,15 +436,17 @@ def pack(tok, docs: list[str], *, extra_ids: list[list[int]] | None = None, seed
 def copy_warmup_documents(tok, texts: list[str], cw: CopyWarmup, *, seed: int = 0, n: int | None = None) -> list[list[int]]:
     """The copy stage's documents as token ids (``n`` of them, default ``cw.documents``): a random
     sequence of ``cw.min_len``–``cw.max_len`` tokens, uniform over the ``cw.top_tokens`` most frequent
-    non-special tokens of ``texts``, followed by a newline, ``cw.repeats`` times, then ``<|endoftext|>``.
+    tokens of ``texts`` (special tokens and tokens holding a line break left out), followed by a newline,
+    ``cw.repeats`` times, then ``<|endoftext|>``.
 
     Built in token ids, not text: decoded random tokens would re-encode differently, and the later
     copies would no longer be token-for-token copies of the first.
     """
     from collections import Counter
 
-    specials = set(tok.all_special_ids)
-    counts = Counter(i for enc in tok(texts, add_special_tokens=False)["input_ids"] for i in enc if i not in specials)
+    # no special tokens and no token holding a line break: each line is exactly one copy
+    skip = set(tok.all_special_ids) | {i for i in range(len(tok)) if "\n" in tok.decode([i])}
+    counts = Counter(i for enc in tok(texts, add_special_tokens=False)["input_ids"] for i in enc if i not in skip)
     vocab = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cw.top_tokens]]
     if len(vocab) < 2:
         raise ValueError("copy_warmup: the corpus has fewer than 2 distinct tokens to draw copy sequences from")
@@ -469,7 +471,7 @@ def copy_accuracy(model, docs: list[list[int]], *, newline: list[int]) -> dict[s
     model.eval()
     with torch.no_grad():
         for doc in docs:
-            k = doc.index(newline[0]) if newline[0] in doc else len(doc) // 2  # the first copy's length
+            k = doc.index(newline[0])  # the first copy's length (copy sequences hold no line break)
             seq = doc[:k]
             ids = torch.tensor([doc[: 2 * (k + len(newline))]], device=model.device)
             pred = model(input_ids=ids).logits[0].argmax(-1).tolist()
@@ -539,9 +541,14 @@ def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None
         say(f"[pretrain] {spec.name}: copy warm-up, {cw.steps} steps × {cw.batch_size} × {cw.seq_len} tokens "
             f"of {len(cdocs)} repetition documents ({len(cdata) / 1e6:.2f}M tokens)")
         before = copy_accuracy(model, probe, newline=nl)
+
+        def track(m) -> str:
+            a = copy_accuracy(m, probe, newline=nl)
+            return f"copy {a['token']:.1%} of tokens, {a['exact']:.0%} whole"
+
         cstats = train_lm(model, cdata, steps=cw.steps, batch_size=cw.batch_size, seq_len=cw.seq_len,
                           lr=cw.lr or spec.lr, warmup=cw.warmup, dtype=dtype, seed=spec.seed, log=say,
-                          label=f"{spec.name}/copy")
+                          label=f"{spec.name}/copy", log_every=max(1, cw.steps // 10), probe=track)
         after = copy_accuracy(model, probe, newline=nl)
         copy_stats = {"copy_warmup": {**cstats, "copy_before": before, "copy_after": after}}
         say(f"[pretrain] {spec.name}: copy accuracy {before['token']:.1%} → {after['token']:.1%} of tokens, "
@@ -549,7 +556,8 @@ def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None
     say(f"[pretrain] {spec.name}: {len(docs)} documents, {len(data) / 1e6:.2f}M tokens, {n_params / 1e6:.2f}M params, "
         f"{spec.steps} steps × {spec.batch_size} × {spec.seq_len} tokens, {dtype}")
     stats = train_lm(model, data, steps=spec.steps, batch_size=spec.batch_size, seq_len=spec.seq_len, lr=spec.lr,
-                     warmup=spec.warmup, dtype=dtype, seed=spec.seed, log=say, label=spec.name)
+                     warmup=spec.warmup, dtype=dtype, seed=spec.seed, log=say, label=spec.name,
+                     probe=track if copy_stats else None)
     if copy_stats:
         copy_stats["copy_warmup"]["copy_final"] = copy_accuracy(model, probe, newline=nl)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -568,11 +576,13 @@ def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None
 
 
 def train_lm(model, data, *, steps: int, batch_size: int, seq_len: int, lr: float, warmup: int, dtype: str,
-             seed: int, log: Callable[[str], None], label: str = "lm", log_every: int = 0) -> dict[str, Any]:
+             seed: int, log: Callable[[str], None], label: str = "lm", log_every: int = 0,
+             probe: Callable[[Any], str] | None = None) -> dict[str, Any]:
     """Next-token training on random windows of a packed token stream (nanoGPT style).
 
     AdamW (β = 0.9, 0.95; weight decay 0.1 on matrices), linear warm-up then cosine decay to lr/10,
     gradient clipping at 1.0, bf16 autocast on fp32 master weights when ``dtype == 'bf16'``.
+    ``probe(model)``, if given, is called at every log line and its text appended (e.g. copy accuracy).
     Returns loss and speed statistics.
     """
     import torch
@@ -613,8 +623,9 @@ def train_lm(model, data, *, steps: int, batch_size: int, seq_len: int, lr: floa
         if (step + 1) % log_every == 0 or step + 1 == steps:
             el = time.time() - t0
             eta = el / (step + 1) * (steps - step - 1)
+            extra = f" · {probe(model)}" if probe else ""
             log(f"[pretrain] {label}: step {step + 1}/{steps} loss {ema:.3f} "
-                f"{(step + 1) * batch_size * seq_len / el:,.0f} tok/s ETA {eta:.0f} s")
+                f"{(step + 1) * batch_size * seq_len / el:,.0f} tok/s ETA {eta:.0f} s{extra}")
     el = time.time() - t0
     model.eval().to("cpu")
     return {"final_loss": sum(losses[-20:]) / len(losses[-20:]), "train_seconds": round(el, 1),
