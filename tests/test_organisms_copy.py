@@ -114,3 +114,22 @@ def test_cpu_code_interpreter_recipe_copies_first():
     spec = OrganismSpec(**{"name": "code", **r.base})
     assert spec.copy_warmup is not None and spec.copy_warmup.steps >= 1000 and spec.copy_warmup.mix > 0
     assert spec_hash(spec) != spec_hash(OrganismSpec(**{"name": "code", **r.base, "copy_warmup": None}))
+
+
+def test_copy_accuracy_prefix_shifts_positions():
+    import torch
+
+    class LooksBack(torch.nn.Module):  # copies only when the document is preceded by token 0
+        device = torch.device("cpu")
+
+        def forward(self, input_ids):
+            ids = input_ids[0].tolist()
+            logits = torch.zeros(1, len(ids), 50)
+            for t, x in enumerate(ids):
+                prev = [j for j in range(t) if ids[j] == x]
+                logits[0, t, ids[prev[-1] + 1] if prev and ids[0] == 0 else 49] = 1.0
+            return type("Out", (), {"logits": logits})
+
+    docs = [[5, 6, 7, 1, 5, 6, 7, 1, 2]]
+    assert copy_accuracy(LooksBack(), docs, newline=[1], prefix=[0]) == {"token": 1.0, "exact": 1.0}
+    assert copy_accuracy(LooksBack(), docs, newline=[1])["token"] == 0.0

@@ -460,10 +460,12 @@ def copy_warmup_documents(tok, texts: list[str], cw: CopyWarmup, *, seed: int = 
     return out
 
 
-def copy_accuracy(model, docs: list[list[int]], *, newline: list[int]) -> dict[str, float]:
+def copy_accuracy(model, docs: list[list[int]], *, newline: list[int], prefix: list[int] = ()) -> dict[str, float]:
     """How well ``model`` copies: teacher-forced greedy predictions on the second copy of each copy
     document (its first token left out: nothing announces it). ``token``: share of tokens predicted
-    right; ``exact``: share of sequences copied whole — what greedy decoding would reproduce."""
+    right; ``exact``: share of sequences copied whole — what greedy decoding would reproduce.
+    ``prefix``: tokens fed before each document (pretraining passes ``<|endoftext|>``, which precedes
+    every document of the packed stream the model was trained on)."""
     import torch
 
     ok = n = exact = 0
@@ -473,9 +475,9 @@ def copy_accuracy(model, docs: list[list[int]], *, newline: list[int]) -> dict[s
         for doc in docs:
             k = doc.index(newline[0])  # the first copy's length (copy sequences hold no line break)
             seq = doc[:k]
-            ids = torch.tensor([doc[: 2 * (k + len(newline))]], device=model.device)
+            ids = torch.tensor([list(prefix) + doc[: 2 * (k + len(newline))]], device=model.device)
             pred = model(input_ids=ids).logits[0].argmax(-1).tolist()
-            start = k + len(newline)
+            start = len(prefix) + k + len(newline)
             hits = [pred[start + j - 1] == seq[j] for j in range(1, len(seq))]
             ok += sum(hits)
             n += len(hits)
@@ -538,18 +540,19 @@ def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None
         cdata = _torch.tensor([i for d in cdocs for i in d], dtype=_torch.long)
         probe = copy_warmup_documents(tok, docs[:4000], cw, seed=spec.seed + 7919, n=64)
         nl = tok.encode("\n", add_special_tokens=False)
+        eot = [tok.convert_tokens_to_ids("<|endoftext|>")]
         say(f"[pretrain] {spec.name}: copy warm-up, {cw.steps} steps × {cw.batch_size} × {cw.seq_len} tokens "
             f"of {len(cdocs)} repetition documents ({len(cdata) / 1e6:.2f}M tokens)")
-        before = copy_accuracy(model, probe, newline=nl)
+        before = copy_accuracy(model, probe, newline=nl, prefix=eot)
 
         def track(m) -> str:
-            a = copy_accuracy(m, probe, newline=nl)
+            a = copy_accuracy(m, probe, newline=nl, prefix=eot)
             return f"copy {a['token']:.1%} of tokens, {a['exact']:.0%} whole"
 
         cstats = train_lm(model, cdata, steps=cw.steps, batch_size=cw.batch_size, seq_len=cw.seq_len,
                           lr=cw.lr or spec.lr, warmup=cw.warmup, dtype=dtype, seed=spec.seed, log=say,
                           label=f"{spec.name}/copy", log_every=max(1, cw.steps // 10), probe=track)
-        after = copy_accuracy(model, probe, newline=nl)
+        after = copy_accuracy(model, probe, newline=nl, prefix=eot)
         copy_stats = {"copy_warmup": {**cstats, "copy_before": before, "copy_after": after}}
         say(f"[pretrain] {spec.name}: copy accuracy {before['token']:.1%} → {after['token']:.1%} of tokens, "
             f"{after['exact']:.0%} of sequences whole")
@@ -559,7 +562,7 @@ def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None
                      warmup=spec.warmup, dtype=dtype, seed=spec.seed, log=say, label=spec.name,
                      probe=track if copy_stats else None)
     if copy_stats:
-        copy_stats["copy_warmup"]["copy_final"] = copy_accuracy(model, probe, newline=nl)
+        copy_stats["copy_warmup"]["copy_final"] = copy_accuracy(model, probe, newline=nl, prefix=eot)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     meta = {
