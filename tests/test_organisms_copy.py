@@ -102,20 +102,6 @@ def test_copy_stage_runs_before_the_corpus(tmp_path, organism_home):
     assert meta["corpus_tokens"] > json.loads((ensure_organism(plain, log=None) / "reasonlab.json").read_text())["corpus_tokens"]
 
 
-def test_cpu_code_interpreter_recipe_copies_first():
-    from pathlib import Path
-
-    import yaml
-
-    from reasonlab.experiments.codeinterp import CodeInterpreterRecipe
-
-    root = Path(__file__).resolve().parents[1] / "recipes"
-    r = CodeInterpreterRecipe(**yaml.safe_load((root / "code-interpreter-cpu.yaml").read_text()))
-    spec = OrganismSpec(**{"name": "code", **r.base})
-    assert spec.copy_warmup is not None and spec.copy_warmup.steps >= 1000 and spec.copy_warmup.mix > 0
-    assert spec_hash(spec) != spec_hash(OrganismSpec(**{"name": "code", **r.base, "copy_warmup": None}))
-
-
 def test_copy_accuracy_prefix_shifts_positions():
     import torch
 
