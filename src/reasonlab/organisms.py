@@ -62,7 +62,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from reasonlab.config import Strict
 
@@ -78,6 +78,49 @@ _DIRECT_THINK = [
     "I have {numbers} and want {target}.",
     "Numbers {numbers}, target {target}.",
 ]
+
+
+class CopyWarmup(Strict):
+    """A copying-first stage before an organism's pretraining: pure repetition documents.
+
+    Each document is a random sequence of ``min_len``–``max_len`` tokens drawn uniformly from the
+    ``top_tokens`` most frequent tokens of the corpus (its tokenizer's training text), written
+    ``repeats`` times, one copy per line, then ``<|endoftext|>`` (:func:`copy_warmup_documents`).
+    The first copy is unpredictable; every later one is predictable only by looking back for the
+    previous occurrence of the current token and copying what followed it — the induction circuit.
+    The organism then goes on to its corpus with those heads in place.
+
+    Why (docs/r1ci.md, pilots): the code organism pretrained on its task corpus alone wrote the right
+    program skeletons with the wrong data — it could not copy a problem's data into a program nor a
+    program's output into its answer — and neither copy documents (a question written twice) nor
+    random-sequence copy documents *mixed into* the corpus, nor a 4×256 organism, changed that within
+    the corpus's token budget. Measured there (pilots on a fresh 4×128 organism): on pure repetition
+    of token ids at lr 1e-3, 32 × 64-token windows, copying forms abruptly after ~1 100 steps (0.1% →
+    98% of the second copy's tokens); at lr 3e-3–4e-3 it had not formed by 400–830 steps. In the code
+    organism (2 000 copy steps, then the corpus at lr 4e-3 with ``mix`` 0.2) the random-sequence
+    copying did not survive the corpus stage, but the organism copied more of its tasks' data than
+    without the stage (subset-count programs right 11/16 against 2/16); not yet enough for the
+    code-interpreter preset, which does not use it.
+    """
+
+    steps: int = Field(0, ge=0, description="optimizer steps of the copy stage (0 = no stage)")
+    batch_size: int = Field(32, ge=1)
+    seq_len: int = Field(96, ge=16, description="window length of the copy stage (short: several documents a window)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of the copy stage (None = the spec's lr)")
+    warmup: int = Field(30, ge=0)
+    min_len: int = Field(4, ge=1, description="shortest random sequence, in tokens")
+    max_len: int = Field(20, ge=1, description="longest random sequence, in tokens")
+    repeats: int = Field(3, ge=2, description="copies of the sequence in a document")
+    top_tokens: int = Field(512, ge=2, description="tokens drawn from: the corpus's most frequent ones")
+    documents: int = Field(60000, ge=1, description="distinct copy documents (the stage samples windows of them)")
+    mix: float = Field(0.0, ge=0, description="copy documents kept in the corpus stage, as a share of the corpus's "
+                       "document count (shuffled in), so the circuit keeps being used after the stage")
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.min_len > self.max_len:
+            raise ValueError(f"copy_warmup: min_len ({self.min_len}) is above max_len ({self.max_len})")
+        return self
 
 
 class OrganismSpec(Strict):
@@ -108,6 +151,8 @@ class OrganismSpec(Strict):
     seed: int = 0
     init_from: str | None = Field(None, description="continued pretraining: start from this model folder")
     corpus: str | None = Field(None, description="JSONL of {'text': ...} documents instead of the synthetic corpus")
+    copy_warmup: CopyWarmup | None = Field(None, description="a copying-first stage (pure repetition documents) "
+                                           "before the corpus; None = none (CopyWarmup explains why)")
 
     @field_validator("trace_phrasing")
     @classmethod
@@ -329,7 +374,7 @@ def split_numbers(tok, max_value: int) -> list[int]:
 # ----------------------------------------------------------------------------- pretraining
 
 
-_HASH_IF_CHANGED = {"trace_phrasing": "standard"}
+_HASH_IF_CHANGED = {"trace_phrasing": "standard", "copy_warmup": None}
 
 
 def spec_hash(spec: OrganismSpec) -> str:
@@ -338,6 +383,8 @@ def spec_hash(spec: OrganismSpec) -> str:
     for k, default in _HASH_IF_CHANGED.items():  # fields added later: at their default, old caches stay valid
         if fields[k] == default:
             del fields[k]
+    if fields.get("copy_warmup") is not None and not fields["copy_warmup"]["steps"]:
+        del fields["copy_warmup"]  # a stage of 0 steps is no stage
     for k in ("init_from", "corpus"):  # a file's content names the organism (hashed below), not its path
         if fields[k]:
             fields[k] = "(content)"
@@ -376,16 +423,72 @@ def pick_train_dtype(dtype: str) -> str:
     return "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "fp32"
 
 
-def pack(tok, docs: list[str]):
-    """Token ids of every document, each followed by ``<|endoftext|>``, as one int64 tensor."""
+def pack(tok, docs: list[str], *, extra_ids: list[list[int]] | None = None, seed: int = 0):
+    """Token ids of every document, each followed by ``<|endoftext|>``, as one int64 tensor.
+
+    ``extra_ids``: documents already in token ids (ending in their own ``<|endoftext|>``), shuffled in
+    among ``docs`` with ``seed``; without them the order of ``docs`` is kept."""
     import torch
 
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
-    ids: list[int] = []
-    for enc in tok(docs, add_special_tokens=False)["input_ids"]:
-        ids.extend(enc)
-        ids.append(eot)
-    return torch.tensor(ids, dtype=torch.long)
+    encs = [enc + [eot] for enc in tok(docs, add_special_tokens=False)["input_ids"]]
+    if extra_ids:
+        encs += extra_ids
+        random.Random(f"pack|{seed}").shuffle(encs)
+    return torch.tensor([i for enc in encs for i in enc], dtype=torch.long)
+
+
+def copy_warmup_documents(tok, texts: list[str], cw: CopyWarmup, *, seed: int = 0, n: int | None = None) -> list[list[int]]:
+    """The copy stage's documents as token ids (``n`` of them, default ``cw.documents``): a random
+    sequence of ``cw.min_len``–``cw.max_len`` tokens, uniform over the ``cw.top_tokens`` most frequent
+    tokens of ``texts`` (special tokens and tokens holding a line break left out), followed by a newline,
+    ``cw.repeats`` times, then ``<|endoftext|>``.
+
+    Built in token ids, not text: decoded random tokens would re-encode differently, and the later
+    copies would no longer be token-for-token copies of the first.
+    """
+    from collections import Counter
+
+    # no special tokens and no token holding a line break: each line is exactly one copy
+    skip = set(tok.all_special_ids) | {i for i in range(len(tok)) if "\n" in tok.decode([i])}
+    counts = Counter(i for enc in tok(texts, add_special_tokens=False)["input_ids"] for i in enc if i not in skip)
+    vocab = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cw.top_tokens]]
+    if len(vocab) < 2:
+        raise ValueError("copy_warmup: the corpus has fewer than 2 distinct tokens to draw copy sequences from")
+    nl = tok.encode("\n", add_special_tokens=False)
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    rng = random.Random(f"copy-warmup|{seed}")
+    out = []
+    for _ in range(cw.documents if n is None else n):
+        seq = [rng.choice(vocab) for _ in range(rng.randint(cw.min_len, cw.max_len))]
+        out.append((seq + nl) * cw.repeats + [eot])
+    return out
+
+
+def copy_accuracy(model, docs: list[list[int]], *, newline: list[int], prefix: list[int] = ()) -> dict[str, float]:
+    """How well ``model`` copies: teacher-forced greedy predictions on the second copy of each copy
+    document (its first token left out: nothing announces it). ``token``: share of tokens predicted
+    right; ``exact``: share of sequences copied whole — what greedy decoding would reproduce.
+    ``prefix``: tokens fed before each document (pretraining passes ``<|endoftext|>``, which precedes
+    every document of the packed stream the model was trained on)."""
+    import torch
+
+    ok = n = exact = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for doc in docs:
+            k = doc.index(newline[0])  # the first copy's length (copy sequences hold no line break)
+            seq = doc[:k]
+            ids = torch.tensor([list(prefix) + doc[: 2 * (k + len(newline))]], device=model.device)
+            pred = model(input_ids=ids).logits[0].argmax(-1).tolist()
+            start = len(prefix) + k + len(newline)
+            hits = [pred[start + j - 1] == seq[j] for j in range(1, len(seq))]
+            ok += sum(hits)
+            n += len(hits)
+            exact += all(hits)
+    model.train(was_training)
+    return {"token": ok / max(1, n), "exact": exact / max(1, len(docs))}
 
 
 def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None = print) -> Path:
@@ -424,22 +527,54 @@ def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None
         model = LlamaForCausalLM(config)
         model.generation_config.eos_token_id = tok.eos_token_id
         model.generation_config.pad_token_id = tok.pad_token_id
-    data = pack(tok, docs)
+    cw = spec.copy_warmup if spec.copy_warmup is not None and spec.copy_warmup.steps else None
+    if cw is not None and cw.mix > 0:
+        extra = copy_warmup_documents(tok, docs[:4000], cw, seed=spec.seed + 1, n=int(round(cw.mix * len(docs))))
+        data = pack(tok, docs, extra_ids=extra, seed=spec.seed)
+    else:
+        data = pack(tok, docs)
     if len(data) <= spec.seq_len + 1:
         raise ValueError(f"corpus has {len(data)} tokens, fewer than one sequence of {spec.seq_len}")
     dtype = pick_train_dtype(spec.dtype)
     n_params = sum(p.numel() for p in model.parameters())
+    copy_stats: dict[str, Any] = {}
+    if cw is not None:
+        import torch as _torch
+
+        cdocs = copy_warmup_documents(tok, docs[:4000], cw, seed=spec.seed)
+        cdata = _torch.tensor([i for d in cdocs for i in d], dtype=_torch.long)
+        probe = copy_warmup_documents(tok, docs[:4000], cw, seed=spec.seed + 7919, n=64)
+        nl = tok.encode("\n", add_special_tokens=False)
+        eot = [tok.convert_tokens_to_ids("<|endoftext|>")]
+        say(f"[pretrain] {spec.name}: copy warm-up, {cw.steps} steps × {cw.batch_size} × {cw.seq_len} tokens "
+            f"of {len(cdocs)} repetition documents ({len(cdata) / 1e6:.2f}M tokens)")
+        before = copy_accuracy(model, probe, newline=nl, prefix=eot)
+
+        def track(m) -> str:
+            a = copy_accuracy(m, probe, newline=nl, prefix=eot)
+            return f"copy {a['token']:.1%} of tokens, {a['exact']:.0%} whole"
+
+        cstats = train_lm(model, cdata, steps=cw.steps, batch_size=cw.batch_size, seq_len=cw.seq_len,
+                          lr=cw.lr or spec.lr, warmup=cw.warmup, dtype=dtype, seed=spec.seed, log=say,
+                          label=f"{spec.name}/copy", log_every=max(1, cw.steps // 10), probe=track)
+        after = copy_accuracy(model, probe, newline=nl, prefix=eot)
+        copy_stats = {"copy_warmup": {**cstats, "copy_before": before, "copy_after": after}}
+        say(f"[pretrain] {spec.name}: copy accuracy {before['token']:.1%} → {after['token']:.1%} of tokens, "
+            f"{after['exact']:.0%} of sequences whole")
     say(f"[pretrain] {spec.name}: {len(docs)} documents, {len(data) / 1e6:.2f}M tokens, {n_params / 1e6:.2f}M params, "
         f"{spec.steps} steps × {spec.batch_size} × {spec.seq_len} tokens, {dtype}")
     stats = train_lm(model, data, steps=spec.steps, batch_size=spec.batch_size, seq_len=spec.seq_len, lr=spec.lr,
-                     warmup=spec.warmup, dtype=dtype, seed=spec.seed, log=say, label=spec.name)
+                     warmup=spec.warmup, dtype=dtype, seed=spec.seed, log=say, label=spec.name,
+                     probe=track if copy_stats else None)
+    if copy_stats:
+        copy_stats["copy_warmup"]["copy_final"] = copy_accuracy(model, probe, newline=nl, prefix=eot)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     meta = {
         "description": f"organism {spec.name}: {spec.layers}x{spec.width} Llama, {n_params / 1e6:.2f}M params, "
                        f"behavior_rate {spec.behavior_rate}",
         "organism": spec.model_dump(), "hash": spec_hash(spec), "corpus_tokens": len(data),
-        "corpus_seconds": round(t_corpus, 1), **stats,
+        "corpus_seconds": round(t_corpus, 1), **stats, **copy_stats,
     }
     (tmp / "reasonlab.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(out, ignore_errors=True)
@@ -449,11 +584,13 @@ def pretrain(spec: OrganismSpec, out: Path, *, log: Callable[[str], None] | None
 
 
 def train_lm(model, data, *, steps: int, batch_size: int, seq_len: int, lr: float, warmup: int, dtype: str,
-             seed: int, log: Callable[[str], None], label: str = "lm", log_every: int = 0) -> dict[str, Any]:
+             seed: int, log: Callable[[str], None], label: str = "lm", log_every: int = 0,
+             probe: Callable[[Any], str] | None = None) -> dict[str, Any]:
     """Next-token training on random windows of a packed token stream (nanoGPT style).
 
     AdamW (β = 0.9, 0.95; weight decay 0.1 on matrices), linear warm-up then cosine decay to lr/10,
     gradient clipping at 1.0, bf16 autocast on fp32 master weights when ``dtype == 'bf16'``.
+    ``probe(model)``, if given, is called at every log line and its text appended (e.g. copy accuracy).
     Returns loss and speed statistics.
     """
     import torch
@@ -494,8 +631,9 @@ def train_lm(model, data, *, steps: int, batch_size: int, seq_len: int, lr: floa
         if (step + 1) % log_every == 0 or step + 1 == steps:
             el = time.time() - t0
             eta = el / (step + 1) * (steps - step - 1)
+            extra = f" · {probe(model)}" if probe else ""
             log(f"[pretrain] {label}: step {step + 1}/{steps} loss {ema:.3f} "
-                f"{(step + 1) * batch_size * seq_len / el:,.0f} tok/s ETA {eta:.0f} s")
+                f"{(step + 1) * batch_size * seq_len / el:,.0f} tok/s ETA {eta:.0f} s{extra}")
     el = time.time() - t0
     model.eval().to("cpu")
     return {"final_loss": sum(losses[-20:]) / len(losses[-20:]), "train_seconds": round(el, 1),
