@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 import pytest
 from pydantic import ValidationError
 
@@ -58,24 +60,32 @@ def test_copy_documents_are_what_the_docstring_says():
     assert lengths == set(range(3, 8))
 
 
+class Copier(torch.nn.Module):
+    """A fake model that predicts the token that followed the previous occurrence of the current one
+    (a perfect copier); with ``prefix_token`` set, only when the input starts with that token (else it
+    predicts token 49, never in the documents)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, prefix_token: int | None = None):
+        super().__init__()
+        self.prefix_token = prefix_token
+
+    def forward(self, input_ids):
+        ids = input_ids[0].tolist()
+        logits = torch.zeros(1, len(ids), 50)
+        copies = self.prefix_token is None or ids[0] == self.prefix_token
+        for t, x in enumerate(ids):
+            prev = [j for j in range(t) if ids[j] == x]
+            logits[0, t, ids[prev[-1] + 1] if prev and copies else (0 if self.prefix_token is None else 49)] = 1.0
+        return type("Out", (), {"logits": logits})
+
+
 def test_copy_accuracy_scores_the_second_copy():
-    import torch
-
-    class Oracle(torch.nn.Module):  # predicts the token that followed the previous occurrence (a perfect copier)
-        device = torch.device("cpu")
-
-        def forward(self, input_ids):
-            ids = input_ids[0].tolist()
-            logits = torch.zeros(1, len(ids), 50)
-            for t, x in enumerate(ids):
-                prev = [j for j in range(t) if ids[j] == x]
-                logits[0, t, ids[prev[-1] + 1] if prev else 0] = 1.0
-            return type("Out", (), {"logits": logits})
-
     docs = [[5, 6, 7, 1, 5, 6, 7, 1, 2], [8, 9, 1, 8, 9, 1, 2]]
-    assert copy_accuracy(Oracle(), docs, newline=[1]) == {"token": 1.0, "exact": 1.0}
+    assert copy_accuracy(Copier(), docs, newline=[1]) == {"token": 1.0, "exact": 1.0}
 
-    class Blind(Oracle):
+    class Blind(Copier):
         def forward(self, input_ids):
             return type("Out", (), {"logits": torch.zeros(1, input_ids.shape[1], 50)})
 
@@ -103,19 +113,7 @@ def test_copy_stage_runs_before_the_corpus(tmp_path, organism_home):
 
 
 def test_copy_accuracy_prefix_shifts_positions():
-    import torch
-
-    class LooksBack(torch.nn.Module):  # copies only when the document is preceded by token 0
-        device = torch.device("cpu")
-
-        def forward(self, input_ids):
-            ids = input_ids[0].tolist()
-            logits = torch.zeros(1, len(ids), 50)
-            for t, x in enumerate(ids):
-                prev = [j for j in range(t) if ids[j] == x]
-                logits[0, t, ids[prev[-1] + 1] if prev and ids[0] == 0 else 49] = 1.0
-            return type("Out", (), {"logits": logits})
-
+    # copies only when the document is preceded by token 0
     docs = [[5, 6, 7, 1, 5, 6, 7, 1, 2]]
-    assert copy_accuracy(LooksBack(), docs, newline=[1], prefix=[0]) == {"token": 1.0, "exact": 1.0}
-    assert copy_accuracy(LooksBack(), docs, newline=[1])["token"] == 0.0
+    assert copy_accuracy(Copier(prefix_token=0), docs, newline=[1], prefix=[0]) == {"token": 1.0, "exact": 1.0}
+    assert copy_accuracy(Copier(prefix_token=0), docs, newline=[1])["token"] == 0.0
