@@ -705,39 +705,63 @@ def worker_progress(threads: int) -> Progress:
     return prog
 
 
-def _worker(recipe_json: str, out: str, c: str, seed: int, start: str, threads: int) -> tuple[str, float]:
-    """One (condition, seed) in a worker process with its own torch thread count."""
+def _worker(recipe_json: str, out: str, c: str, seed: int, start: str, threads: int, rl: bool = True
+            ) -> tuple[str, float]:
+    """One (condition, seed) in a worker process with its own torch thread count (``rl=False``: the
+    condition's priming only)."""
     t0 = time.time()
     prog = worker_progress(threads)
     recipe = BehaviorsRecipe.model_validate_json(recipe_json)
-    rl_dir = run_condition(recipe, Path(out), c, seed, start, prog, show_progress=False)
+    rl_dir = run_condition(recipe, Path(out), c, seed, start, prog, show_progress=False, rl=rl)
     return str(rl_dir), time.time() - t0
 
 
 def run_parallel(recipe: BehaviorsRecipe, out: Path, jobs: list[tuple[str, int]], starts: dict[str, str],
-                 prog: Progress, finished: Callable[[str, int, Path, float], None]) -> None:
-    """Priming in this process (each primed model is shared by the seeds), then the RL runs
-    ``recipe.workers`` at a time, each in a spawned process with ``threads`` torch threads."""
+                 prog: Progress, finished: Callable[[str, int, Path, float], None],
+                 primed: Callable[[str, float], None] | None = None) -> None:
+    """``recipe.workers`` jobs at a time, each in a spawned process with ``threads`` torch threads.
+
+    With ``priming_seed`` set, each priming condition is primed once, as a job of its own; its RL
+    runs are queued when its primed model exists (they share it). Priming jobs go first (they are the
+    longest), so they run beside each other and beside the RL runs that need no priming."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
     from reasonlab.priming.traces import CONDITIONS
 
-    if recipe.priming_seed is not None:
-        for c in dict.fromkeys(c for c, _ in jobs if c in CONDITIONS):
-            run_condition(recipe, out, c, recipe.seeds[0], starts[c], prog, show_progress=False, rl=False)
-            for seed in recipe.seeds[1:]:  # the other seeds' share of the plan: primed already
-                prog.advance(1, False, key=(c, seed, "sft"))
     threads = recipe.threads or max(1, (os.cpu_count() or 1) // recipe.workers)
+    payload = recipe.model_dump_json()
+    primed_once = recipe.priming_seed is not None
+    prime = list(dict.fromkeys(c for c, _ in jobs if c in CONDITIONS)) if primed_once else []
+    waiting = {c: [(c2, s) for c2, s in jobs if c2 == c] for c in prime}
     with cf.ProcessPoolExecutor(recipe.workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = {pool.submit(_worker, recipe.model_dump_json(), str(out), c, seed, starts[c], threads): (c, seed)
-                for c, seed in jobs}
-        for fut in cf.as_completed(futs):
-            c, seed = futs[fut]
-            rl_dir, seconds = fut.result()
-            prog.line(f"{c} seed {seed}: finished in {_fmt(seconds)}")
-            prog.advance(1 if (c, seed, "rl") not in prog.found_done else 0)
-            finished(c, seed, Path(rl_dir), seconds)
+        futs: dict[cf.Future, tuple[str, int, bool]] = {}
+
+        def submit(c: str, seed: int, rl: bool) -> None:
+            futs[pool.submit(_worker, payload, str(out), c, seed, starts[c], threads, rl)] = (c, seed, rl)
+
+        for c in prime:
+            submit(c, recipe.seeds[0], False)
+        for c, seed in jobs:
+            if c not in waiting:
+                submit(c, seed, True)
+        while futs:
+            done, _ = cf.wait(futs, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                c, seed, rl = futs.pop(fut)
+                rl_dir, seconds = fut.result()
+                if not rl:  # primed: the condition's RL runs can go
+                    if primed:
+                        primed(c, seconds)
+                    prog.advance(1 if (c, seed, "sft") not in prog.found_done else 0)
+                    for s in recipe.seeds[1:]:  # the other seeds' share of the plan: primed already
+                        prog.advance(1, False, key=(c, s, "sft"))
+                    for c2, s in waiting.pop(c):
+                        submit(c2, s, True)
+                    continue
+                prog.line(f"{c} seed {seed}: finished in {_fmt(seconds)}")
+                prog.advance(1 if (c, seed, "rl") not in prog.found_done else 0)
+                finished(c, seed, Path(rl_dir), seconds)
 
 
 def stages_done(recipe: BehaviorsRecipe, out: Path) -> set[tuple[str, int, str]]:
@@ -796,7 +820,8 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
             start = curated.get(c) or bases[base_of(c)]
             finished(c, seed, run_condition(recipe, out, c, seed, start, prog, show_progress=False), time.time() - t0)
     else:
-        run_parallel(recipe, out, jobs, {c: curated.get(c) or bases[base_of(c)] for c in recipe.conditions}, prog, finished)
+        run_parallel(recipe, out, jobs, {c: curated.get(c) or bases[base_of(c)] for c in recipe.conditions}, prog, finished,
+                     primed=lambda c, seconds: timings.__setitem__(f"{c} priming (SFT + competence)", seconds))
     plots = plot_results(out, rows)
     prev = out / "timings.json"
     if prev.exists():  # a resumed run keeps the time its earlier stages took
