@@ -157,3 +157,21 @@ def test_bad_task_args_and_unknown_task():
         get_task("countdown", min_numbers=1)
     with pytest.raises(KeyError, match="Did you mean 'countdown'"):
         get_task("countdwn")
+
+
+def test_parsing_model_text_prints_no_syntax_warnings():
+    """Model answers such as "1or 2" make Python's parser warn ("invalid decimal literal") before it
+    fails; those warnings reached the console during RL runs. The scorers fail such answers quietly."""
+    import warnings
+
+    from reasonlab.tasks.countdown import ExpressionError, evaluate_expression
+    from reasonlab.tasks.procedural import literal
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError):
+            literal("1or 2")
+        for bad in ("1or 2", "3and 4 + 5"):
+            with pytest.raises(ExpressionError):
+                evaluate_expression(bad)
+    assert [w for w in caught if issubclass(w.category, SyntaxWarning)] == []

@@ -20,6 +20,7 @@ import ast
 import operator
 import random
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -85,7 +86,9 @@ def evaluate_expression(expr: str) -> ExprResult:
         if depth < 0:
             raise ExpressionError("unbalanced parentheses")
     try:
-        tree = ast.parse(expr, mode="eval")
+        with warnings.catch_warnings():  # model text ("2x3") warns before it fails: not the user's concern
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(expr, mode="eval")
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         raise ExpressionError(f"not an expression: {e.__class__.__name__}") from None
     numbers: list[int] = []

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -80,7 +81,9 @@ def literal(s: str, max_chars: int = 2000) -> Any:
     if len(s) > max_chars:
         raise ValueError("answer too long")
     try:
-        return ast.literal_eval(s)
+        with warnings.catch_warnings():  # model text: "1st" etc. warn (SyntaxWarning) before failing
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.literal_eval(s)
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as e:
         raise ValueError(f"not a literal: {e}") from None
 
