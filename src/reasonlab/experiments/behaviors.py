@@ -164,6 +164,19 @@ class BehaviorsRecipe(Strict):
         return v
 
 
+def priming_units(recipe: "BehaviorsRecipe") -> float:
+    """A priming stage's share of the plan, in RL runs (for the ETA only): the SFT sequences it
+    trains on against the sequences an RL run generates (rollouts and evals), as measured on the
+    cpu preset (a 480 × 16 priming took about 5 RL runs of 20 × 8 × 4 rollouts)."""
+    rl, roll = recipe.rl, recipe.rl.get("rollout") or {}
+    steps = int(rl.get("steps", 1))
+    gen = steps * int(roll.get("prompts_per_step", 8)) * int(roll.get("n", 4))
+    every = int(rl.get("eval_every") or steps)
+    gen += (steps // max(1, every) + 1) * int(rl.get("eval_limit") or 64) * int(rl.get("eval_n") or 1)
+    sft = int(recipe.sft.get("max_steps", 100)) * int(recipe.sft.get("batch_size", 8))
+    return max(1.0, 0.8 * sft / max(1, gen))
+
+
 def base_of(condition: str) -> str:
     return BASE_CONDITIONS.get(condition, "poor")
 
@@ -365,7 +378,7 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
                                     fact_max=_fact_max(recipe), **recipe.competence)
             comp_path.write_text(json.dumps(rep, indent=2))
             prog.line(f"{tag}: primed model: {format_report(rep)}")
-        prog.advance(1, sft_worked, key=(condition, seed, "sft"))
+        prog.advance(priming_units(recipe), sft_worked, key=(condition, seed, "sft"))
         model = str(final)
     rl_dir = d / "rl"
     if not rl:
@@ -730,7 +743,7 @@ def run_parallel(recipe: BehaviorsRecipe, out: Path, jobs: list[tuple[str, int]]
     from reasonlab.priming.traces import CONDITIONS
 
     threads = recipe.threads or max(1, (os.cpu_count() or 1) // recipe.workers)
-    payload = recipe.model_dump_json()
+    payload, pu = recipe.model_dump_json(), priming_units(recipe)
     primed_once = recipe.priming_seed is not None
     prime = list(dict.fromkeys(c for c, _ in jobs if c in CONDITIONS)) if primed_once else []
     waiting = {c: [(c2, s) for c2, s in jobs if c2 == c] for c in prime}
@@ -753,9 +766,9 @@ def run_parallel(recipe: BehaviorsRecipe, out: Path, jobs: list[tuple[str, int]]
                 if not rl:  # primed: the condition's RL runs can go
                     if primed:
                         primed(c, seconds)
-                    prog.advance(1 if (c, seed, "sft") not in prog.found_done else 0)
+                    prog.advance(pu if (c, seed, "sft") not in prog.found_done else 0)
                     for s in recipe.seeds[1:]:  # the other seeds' share of the plan: primed already
-                        prog.advance(1, False, key=(c, s, "sft"))
+                        prog.advance(pu, False, key=(c, s, "sft"))
                     for c2, s in waiting.pop(c):
                         submit(c2, s, True)
                     continue
@@ -790,10 +803,13 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
     n_bases = len({base_of(c) for c in recipe.conditions} | ({"poor"} if any(c in CURATED for c in recipe.conditions) else set()))
     from reasonlab.priming.traces import CONDITIONS
 
+    pu = priming_units(recipe)  # a priming stage weighs more than an RL run in the ETA
     units = 2 * n_bases + sum(1 for c in recipe.conditions if c in CURATED) + \
-        len(recipe.seeds) * sum(2 if c in CONDITIONS else 1 for c in recipe.conditions)
+        len(recipe.seeds) * sum(1 + pu if c in CONDITIONS else 1 for c in recipe.conditions)
     prog = Progress(units)  # stage lines always (--quiet drops the bars only, as the CLI says)
-    prog.skip_known(stages_done(recipe, out))
+    known = stages_done(recipe, out)
+    prog.skip_known({k for k in known if k[2] == "rl"})
+    prog.skip_known({k for k in known if k[2] == "sft"}, units_each=pu)
     timings: dict[str, float] = {}
     t0 = time.time()
     bases = ensure_bases(recipe, out, prog)
