@@ -145,3 +145,25 @@ def test_parallel_workers_give_the_same_table(tmp_path, organism_home):
     assert len(replay) == 6
     sft_data = yaml.safe_load((primed / "sft" / "config.yaml").read_text())["data"]
     assert sft_data == [str(primed / "traces.jsonl"), str(primed / "replay.jsonl")]
+
+
+def test_parallel_workers_pretrain_both_bases_side_by_side(tmp_path, monkeypatch):
+    """workers: 2 pretrains the two organisms in two processes at once (a fresh cache), and the
+    experiment then finds both and runs from each."""
+    import yaml
+
+    monkeypatch.setenv("REASONLAB_HOME", str(tmp_path / "home"))  # nothing cached: both bases pretrained here
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(conditions=["none", "rich_base"], seeds=[0], workers=2, threads=1)
+    recipe["rl"].update(steps=1)
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "cb"
+    r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "bases poor and rich: pretraining the organisms, 2 at a time" in r.output
+    organisms = sorted(p.name.split("-")[0] for p in (tmp_path / "home" / "models" / "organisms").glob("*/config.json")
+                       for p in [p.parent])
+    assert organisms == ["poor", "rich"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["condition"] for r in rows} == {"none", "rich_base"}
