@@ -138,7 +138,7 @@ def test_parallel_workers_give_the_same_table(tmp_path, organism_home):
     assert len(list((out / "conditions" / "no_positive").glob("*/sft/final/config.json"))) == 1  # primed once
     # primed in a worker of its own, beside the RL runs that need no priming; its time is reported
     timings = json.loads((out / "timings.json").read_text())
-    assert "no_positive priming (SFT + competence)" in timings and "none seed 1" in timings
+    assert "no_positive priming (SFT + competence; 0 when cached)" in timings and "none seed 1" in timings
     # priming_replay: the base's own pretraining documents are SFT data next to the traces
     primed = out / "conditions" / "no_positive" / "primed"
     replay = [json.loads(x) for x in (primed / "replay.jsonl").read_text().splitlines()]

@@ -867,7 +867,7 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
             finished(c, seed, run_condition(recipe, out, c, seed, start, prog, show_progress=False), time.time() - t0)
     else:
         run_parallel(recipe, out, jobs, {c: curated.get(c) or bases[base_of(c)] for c in recipe.conditions}, prog, finished,
-                     primed=lambda c, seconds: timings.__setitem__(f"{c} priming (SFT + competence)", seconds))
+                     primed=lambda c, seconds: timings.__setitem__(f"{c} priming (SFT + competence; 0 when cached)", seconds))
     plots = plot_results(out, rows)
     prev = out / "timings.json"
     if prev.exists():  # a resumed run keeps the time its earlier stages took
