@@ -372,6 +372,79 @@ def test_session_rolls_back_a_crash(sb):
         assert s.run("print(data)").stdout == "[1, 2, 3]\n"
 
 
+class _SessionProtocol:
+    """The zygote's session message handling alone (the _sessions mixin, loaded by path as the
+    zygote loads it), with the zygote's I/O replaced by records of what it was asked to do."""
+
+    def __init__(self):
+        import importlib
+        import pathlib
+
+        sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "src" / "reasonlab" / "sandbox"))
+        try:
+            self.mod, self.jobs = importlib.import_module("_sessions"), importlib.import_module("_jobs")
+        finally:
+            sys.path.pop(0)
+        mixin = self.mod.SessionsMixin
+        record = self
+
+        class Fake(mixin):
+            def __init__(self):
+                self.owners = {}
+
+            def drain(self, fds, name, capture):
+                pass
+
+            def close_fd(self, fds, name):
+                fds.pop(name, None)
+
+            def finish_cell(self, s):
+                record.finished.append(s.job)
+                s.job = None
+
+            def kill_session(self, s):
+                record.killed.append(sorted(s.alive))
+
+        self.zygote, self.finished, self.killed = Fake(), [], []
+
+    def session_with_a_cell(self):
+        s = self.jobs.Session("s1", None, "/nonexistent", False, 5.0)
+        s.holder, s.fds = os.getpid(), {"ctl": -1}
+        s.job = self.jobs.Job({"id": "c1", "code": "", "timeout_s": 5.0}, 100, s)
+        return s
+
+
+def _a_reaped_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_session_accepts_the_start_of_an_executor_that_was_already_reaped():
+    """Under load the holder can reap a cell that crashed on its first line before the zygote
+    reads that cell's "started": the cell must end as a crash and keep the session's state, not
+    reset the session as if the code had forged the message (seen with both cores busy)."""
+    proto = _SessionProtocol()
+    s = proto.session_with_a_cell()
+    job, gone = s.job, _a_reaped_pid()
+    proto.zygote.on_session_msg(s, {"op": "started", "pid": gone})
+    proto.zygote.on_session_msg(s, {"op": "ended", "status": 11, "cpu": 0.01})
+    assert proto.killed == [] and not job.notes  # no violation, no reset
+    assert proto.finished == [job] and job.status == 11 and job.pid == gone
+
+
+def test_session_still_rejects_a_forged_or_second_start():
+    proto = _SessionProtocol()
+    s = proto.session_with_a_cell()  # a live process that is not the holder's child: forged
+    proto.zygote.on_session_msg(s, {"op": "started", "pid": 1})
+    assert proto.killed and "control channel" in s.job.notes[0]
+    proto = _SessionProtocol()
+    s = proto.session_with_a_cell()
+    proto.zygote.on_session_msg(s, {"op": "started", "pid": _a_reaped_pid()})
+    proto.zygote.on_session_msg(s, {"op": "started", "pid": _a_reaped_pid()})  # a second one
+    assert proto.killed and "control channel" in s.job.notes[0]
+
+
 def test_session_keeps_state_after_an_exception(sb):
     with sb.session() as s:
         r = s.run("y = 10\nraise ValueError('boom')")

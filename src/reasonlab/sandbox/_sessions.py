@@ -34,6 +34,11 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
+def _reaped(pid: int) -> bool:
+    """Is pid gone altogether (exited and reaped by its parent)?"""
+    return not os.path.exists(f"/proc/{pid}")
+
+
 def invalid(msg: object, fields: dict) -> bool:
     """True unless msg is a dict whose listed fields have exactly the listed types (bool is not
     an int here) and whose ints are within 0..2**31. Control messages come from processes that
@@ -158,6 +163,12 @@ class SessionsMixin:
                 s.exec_pid = job.pid = msg["pid"]
                 s.alive.add(s.exec_pid)
                 self.owners[s.exec_pid] = s
+                return
+            if job is not None and s.exec_pid is None and _reaped(msg["pid"]) and msg["pid"] not in self.owners:
+                # The executor died at once (a crash on the cell's first line) and its holder reaped
+                # it before we read this: nothing is left to check or to kill; "ended" follows.
+                # A forged "started" for a gone pid only makes the real one a violation (a reset).
+                s.exec_pid = job.pid = msg["pid"]
                 return
         elif op == "done" and not invalid(msg, {"pid": (int,), "exit": (int,), "exc": (str, type(None))}):
             if job is not None and msg["pid"] == s.exec_pid and not _alive(s.holder):
