@@ -167,7 +167,9 @@ class SessionsMixin:
             if job is not None and s.exec_pid is None and _reaped(msg["pid"]) and msg["pid"] not in self.owners:
                 # The executor died at once (a crash on the cell's first line) and its holder reaped
                 # it before we read this: nothing is left to check or to kill; "ended" follows.
-                # A forged "started" for a gone pid only makes the real one a violation (a reset).
+                # Forged by the session's own code, it can only reset its session (the real one is
+                # then a violation) or, with a forged "ended", fake its own cell's result: the
+                # real executor then dies with the session's other leftovers (killed by uid).
                 s.exec_pid = job.pid = msg["pid"]
                 return
         elif op == "done" and not invalid(msg, {"pid": (int,), "exit": (int,), "exc": (str, type(None))}):
