@@ -185,3 +185,67 @@ def test_curation_replay_mixes_the_same_base_documents_into_both_subsets(ci_poor
     assert extra["enriched"] == extra["control"] and sum(extra["enriched"].values()) == 20
     assert set(paths) == {"curated_enriched", "curated_minimal"}
     assert all((Path(p) / "config.json").exists() for p in paths.values())
+
+
+def _preset_specs():
+    """(preset, base, spec) of every preset that pretrains a Countdown organism."""
+    from reasonlab.config import load_config
+    from reasonlab.experiments import entropo
+    from reasonlab.experiments.behaviors import BehaviorsRecipe, organism_spec
+
+    for preset in ("cpu", "full"):
+        r = load_config(BehaviorsRecipe, f"recipes/countdown-behaviors-{preset}.yaml", {})
+        for base in ("poor", "rich"):
+            yield f"countdown-behaviors-{preset}", base, organism_spec(r, base)
+        r = load_config(entropo.EntroPORecipe, f"recipes/entropo-{preset}.yaml", {})
+        yield f"entropo-{preset}", "base_model", entropo.organism_spec(r)
+
+
+def test_shipped_organisms_are_the_presets_own(tmp_path, monkeypatch):
+    """Each preset's organism ships under the name its spec hashes to, and the shipped folder was
+    made from that very spec (its reasonlab.json): a preset or CORPUS_VERSION change without
+    remaking the shipped organism fails here instead of silently pretraining for 21 minutes."""
+    from reasonlab.organisms import organism_source, shipped_dir, spec_hash
+
+    monkeypatch.setenv("REASONLAB_HOME", str(tmp_path))  # nothing cached
+    for preset, base, spec in _preset_specs():
+        assert organism_source(spec) == "shipped", f"{preset} {base}: {organism_path(spec).name} is not shipped"
+        meta = json.loads((shipped_dir() / organism_path(spec).name / "reasonlab.json").read_text())
+        assert meta["hash"] == spec_hash(spec) == spec_hash(OrganismSpec(**meta["organism"])), preset
+    monkeypatch.setenv("REASONLAB_SHIPPED_ORGANISMS", "0")
+    assert {organism_source(s) for _, _, s in _preset_specs()} == {"pretrain"}
+
+
+def test_shipped_organism_is_copied_not_pretrained_and_is_competent(tmp_path, monkeypatch):
+    """The cpu preset's behavior-poor base comes from the shipped weights in a second and has a
+    base model's competencies: arithmetic beyond the facts it saw, Countdown solved at step 0."""
+    import time
+
+    from reasonlab.config import load_config
+    from reasonlab.experiments.behaviors import BehaviorsRecipe, organism_spec
+    from reasonlab.organisms import organism_source
+
+    monkeypatch.setenv("REASONLAB_HOME", str(tmp_path))
+    r = load_config(BehaviorsRecipe, "recipes/countdown-behaviors-cpu.yaml", {})
+    spec = organism_spec(r, "poor")
+    lines: list[str] = []
+    t0 = time.time()
+    path = ensure_organism(spec, log=lines.append)
+    assert time.time() - t0 < 10 and not lines  # copied, not pretrained (that logs every stage)
+    assert path == organism_path(spec) and organism_source(spec) == "cached"
+    rep = competence_report(path, task_args=r.task_args, problems=32, n=4, fact_max=20)
+    assert rep["arith_heldout"] > 0.4 and rep["arith_seen"] > 0.95
+    assert rep["accuracy"] > 0.03 and rep["reads_numbers"] > 0.5
+
+
+@pytest.mark.slow
+def test_code_interpreter_cpu_preset_organism_is_shipped(tmp_path, monkeypatch):
+    """The code-interpreter organism's name hashes its corpus (written with the sandbox, ~40 s)."""
+    from reasonlab.config import load_config
+    from reasonlab.experiments.codeinterp import CodeInterpreterRecipe, base_spec
+    from reasonlab.organisms import organism_source
+
+    monkeypatch.setenv("REASONLAB_HOME", str(tmp_path / "home"))
+    r = load_config(CodeInterpreterRecipe, "recipes/code-interpreter-cpu.yaml", {})
+    spec = base_spec(r, tmp_path)
+    assert organism_source(spec) == "shipped", organism_path(spec).name

@@ -183,8 +183,13 @@ def models_pretrain(
     preset: str = typer.Option("cpu", help="organism settings from recipes/countdown-behaviors-<preset>.yaml"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="a behaviors recipe (its `organism` and `bases`)"),
     report: bool = typer.Option(True, help="print the competence report afterwards"),
+    retrain: bool = typer.Option(False, "--retrain", help="pretrain it here even when it is cached or shipped"),
 ) -> None:
     """Pretrain a model organism (cached by content hash: a second call returns at once).
+
+    The presets' organisms ship with reasonlab (pretrained from the same specs by this command);
+    --retrain pretrains one here instead (about 21 minutes for the cpu preset's bases on 2 cores),
+    and REASONLAB_SHIPPED_ORGANISMS=0 makes every experiment pretrain its own.
 
     The behavior-poor base learns arithmetic facts, the Countdown format and direct answers; the
     behavior-rich base also sees search traces with verification, backtracking, subgoals and backward
@@ -193,6 +198,7 @@ def models_pretrain(
     Examples:
       reasonlab models pretrain poor
       reasonlab models pretrain rich --preset ci
+      reasonlab models pretrain poor --retrain
     """
     from reasonlab.config import load_config
     from reasonlab.experiments.behaviors import BehaviorsRecipe, organism_spec
@@ -204,7 +210,7 @@ def models_pretrain(
         recipe = load_config(BehaviorsRecipe, config or _recipe_path("countdown-behaviors", preset), {})
         if not isinstance(recipe.bases.get(kind), dict):
             fail(f"the recipe's bases.{kind} is not an organism (it is {recipe.bases.get(kind)!r})")
-        path = ensure_organism(organism_spec(recipe, kind), log=lambda s: console.print(s, markup=False))
+        path = ensure_organism(organism_spec(recipe, kind), log=lambda s: console.print(s, markup=False), retrain=retrain)
         console.print(f"[green]organism[/] {kind} → {path}")
         if report:
             console.print(format_report(competence_report(path, task_args=recipe.task_args, **recipe.competence)),

@@ -45,6 +45,10 @@ Design choices, by measurement (session 3, Intel Xeon with AMX, 2 cores; figures
 
 Pretraining is cached by a content hash of the spec (and of the initial model and corpus file), under
 ``$REASONLAB_HOME/models/organisms/``; experiments and tests that ask for the same organism reuse it.
+The presets' organisms ship with the package (``reasonlab/data/organisms``, made by :func:`pretrain`
+from the presets' specs; 5 MB each), as the study downloads its base models: a cpu preset then
+starts at priming instead of 21 minutes of pretraining. ``REASONLAB_SHIPPED_ORGANISMS=0`` pretrains
+them here instead.
 """
 
 from __future__ import annotations
@@ -405,10 +409,47 @@ def organism_path(spec: OrganismSpec) -> Path:
     return models_dir() / "organisms" / f"{spec.name}-{spec_hash(spec)}"
 
 
-def ensure_organism(spec: OrganismSpec, *, log: Callable[[str], None] | None = print) -> Path:
-    """The pretrained organism for ``spec``: from the cache, or pretrained now (then cached)."""
+def shipped_dir() -> Path:
+    """The organisms that ship with reasonlab (``reasonlab/data/organisms/<name>-<hash>``): the
+    presets' bases, pretrained by this module from their specs, as the study downloads its base models."""
+    return Path(__file__).parent / "data" / "organisms"
+
+
+def use_shipped() -> bool:
+    """``REASONLAB_SHIPPED_ORGANISMS=0`` pretrains every organism here instead of using a shipped one."""
+    return os.environ.get("REASONLAB_SHIPPED_ORGANISMS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def organism_source(spec: OrganismSpec) -> Literal["cached", "shipped", "pretrain"]:
+    """Where :func:`ensure_organism` will take the organism from: the cache, the shipped weights, or pretraining."""
     path = organism_path(spec)
     if (path / "config.json").exists():
+        return "cached"
+    if use_shipped() and (shipped_dir() / path.name / "config.json").exists():
+        return "shipped"
+    return "pretrain"
+
+
+def organism_status(spec: OrganismSpec) -> str:
+    """One line for the console: where the organism comes from."""
+    path = organism_path(spec)
+    return {"cached": f"organism cached at {path}",
+            "shipped": f"organism {path.name} from the shipped weights (REASONLAB_SHIPPED_ORGANISMS=0 pretrains it here)",
+            "pretrain": f"pretraining the organism into {path}"}[organism_source(spec)]
+
+
+def ensure_organism(spec: OrganismSpec, *, log: Callable[[str], None] | None = print, retrain: bool = False) -> Path:
+    """The pretrained organism for ``spec``: from the cache, from the shipped weights (copied into
+    the cache), or pretrained now (then cached). ``retrain`` pretrains it even when it exists."""
+    path = organism_path(spec)
+    source = "pretrain" if retrain else organism_source(spec)
+    if source == "cached":
+        return path
+    if source == "shipped":
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(shipped_dir() / path.name, tmp)
+        os.replace(tmp, path)
         return path
     return pretrain(spec, path, log=log)
 

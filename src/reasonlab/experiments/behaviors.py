@@ -236,10 +236,10 @@ def pretrain_in_parallel(recipe: BehaviorsRecipe, need: set[str], prog: Progress
     """With ``workers`` > 1, the organisms not yet cached are pretrained side by side, one process
     each (one torch thread each pretrains about twice as fast as two threads for one on 2 cores:
     the matmuls are small). Returns the bases pretrained here."""
-    from reasonlab.organisms import organism_path
+    from reasonlab.organisms import organism_source
 
     todo = [n for n in ("poor", "rich") if n in need and isinstance(recipe.bases.get(n), dict)
-            and not (organism_path(organism_spec(recipe, n)) / "config.json").exists()]
+            and organism_source(organism_spec(recipe, n)) == "pretrain"]
     if recipe.workers < 2 or len(todo) < 2:
         return set()
     import concurrent.futures as cf
@@ -274,11 +274,11 @@ def ensure_bases(recipe: BehaviorsRecipe, out: Path, prog: Progress) -> dict[str
         if isinstance(b, str):
             paths[name] = resolve_model(b)
         else:
-            from reasonlab.organisms import organism_path
+            from reasonlab.organisms import organism_source, organism_status
 
             spec = organism_spec(recipe, name)
-            worked = not (organism_path(spec) / "config.json").exists()
-            prog.line(f"base {name}: " + ("pretraining the organism" if worked else f"organism cached at {organism_path(spec)}"))
+            worked = organism_source(spec) == "pretrain"
+            prog.line(f"base {name}: {organism_status(spec)}")
             worked = worked or name in pretrained
             paths[name] = str(ensure_organism(spec, log=prog.line))
         paths[name] = str(paths[name])

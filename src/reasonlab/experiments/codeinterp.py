@@ -160,19 +160,18 @@ def mix(tasks: list[str]) -> str:
 # ----------------------------------------------------------------------------- stages
 
 
-def ensure_base(r: CodeInterpreterRecipe, out: Path, prog: Progress) -> str:
-    from reasonlab.models import resolve_model
-
-    if isinstance(r.base, str):
-        return str(resolve_model(r.base))
+def base_spec(r: CodeInterpreterRecipe, out: Path, prog: Progress | None = None):
+    """The organism spec of a recipe's ``base`` mapping; writes its corpus (``out/base/corpus.jsonl``,
+    deterministic: its content names the organism) first when it is missing."""
     from reasonlab.experiments.codeinterp_corpus import corpus_documents
-    from reasonlab.organisms import OrganismSpec, ensure_organism, organism_path
+    from reasonlab.organisms import OrganismSpec
     from reasonlab.sandbox import Sandbox, SandboxConfig
 
     corpus = out / "base" / "corpus.jsonl"
     if not corpus.exists():
-        prog.line(f"base: writing the corpus ({r.corpus.per_task} documents × {len(r.train_tasks)} train tasks, "
-                  f"{r.corpus.code_share:.0%} notebooks, {r.corpus.copy_share:.0%} copy documents)")
+        if prog is not None:
+            prog.line(f"base: writing the corpus ({r.corpus.per_task} documents × {len(r.train_tasks)} train tasks, "
+                      f"{r.corpus.code_share:.0%} notebooks, {r.corpus.copy_share:.0%} copy documents)")
         with Sandbox(SandboxConfig(timeout_s=10.0, memory_mb=512)) as sb:
             docs = corpus_documents(r.train_tasks, r.corpus.per_task, code_share=r.corpus.code_share,
                                     seed=r.corpus.seed, sandbox=sb, copy_share=r.corpus.copy_share)
@@ -180,11 +179,21 @@ def ensure_base(r: CodeInterpreterRecipe, out: Path, prog: Progress) -> str:
         tmp = corpus.with_suffix(".partial")
         tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
         tmp.replace(corpus)
-    spec = OrganismSpec(**{"name": "code", **r.base, "corpus": str(corpus)})
-    cached = (organism_path(spec) / "config.json").exists()
-    prog.line("base: " + (f"organism cached at {organism_path(spec)}" if cached else "pretraining the organism"))
+    return OrganismSpec(**{"name": "code", **r.base, "corpus": str(corpus)})
+
+
+def ensure_base(r: CodeInterpreterRecipe, out: Path, prog: Progress) -> str:
+    from reasonlab.models import resolve_model
+
+    if isinstance(r.base, str):
+        return str(resolve_model(r.base))
+    from reasonlab.organisms import ensure_organism, organism_source, organism_status
+
+    spec = base_spec(r, out, prog)
+    worked = organism_source(spec) == "pretrain"
+    prog.line(f"base: {organism_status(spec)}")
     path = str(ensure_organism(spec, log=prog.line))
-    prog.advance(3, not cached, key="base")
+    prog.advance(3, worked, key="base")
     return path
 
 

@@ -85,11 +85,10 @@ def organism_spec(recipe) -> Any:
 
 def ensure_base_model(recipe, out: Path, log: Any = print) -> str:
     if isinstance(recipe.base_model, dict):
-        from reasonlab.organisms import ensure_organism, organism_path
+        from reasonlab.organisms import ensure_organism, organism_status
 
         spec = organism_spec(recipe)
-        cached = (organism_path(spec) / "config.json").exists()
-        log(f"base: organism {'cached at' if cached else 'not cached; pretraining it into'} {organism_path(spec)}")
+        log(f"base: {organism_status(spec)}")
         return str(ensure_organism(spec, log=log))
     if recipe.base_model != "tiny":
         return recipe.base_model
