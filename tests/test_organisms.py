@@ -98,6 +98,12 @@ def test_competence_cli(ci_poor):
     assert rep["samples"] == 2 and 0 <= rep["arith_heldout"] <= 1
     r = CliRunner().invoke(app, ["models", "pretrain", "medium"])
     assert r.exit_code == 2 and "poor, rich" in r.output
+    # a range with fewer test problems than asked for: a one-line error that names the ranges, no traceback
+    r = CliRunner().invoke(app, ["models", "competence", str(ci_poor), "--problems", "64", "--n", "1",
+                                 "--task-arg", "min_numbers=3", "--task-arg", "max_numbers=3",
+                                 "--task-arg", "number_range=[1,10]", "--task-arg", "target_range=[31,60]"])
+    assert r.exit_code == 2 and "target_range [31, 60]" in r.output and "ask for at most" in r.output
+    assert "Traceback" not in r.output
 
 
 def test_curated_subsets_differ_in_behaviors_as_intended(tmp_path):

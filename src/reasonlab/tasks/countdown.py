@@ -163,6 +163,11 @@ def _strip_outer(e: str) -> str:
     return e
 
 
+class TooFewProblems(ValueError, RuntimeError):
+    """The task's ranges hold fewer problems than asked for (a ValueError: the arguments are the cause;
+    a RuntimeError for callers that take all there are)."""
+
+
 def _random_instance(rng: random.Random, count: int, lo: int, hi: int, tlo: int, thi: int):
     """Random numbers and a target reached by a random expression that uses all of them.
 
@@ -183,7 +188,8 @@ def _random_instance(rng: random.Random, count: int, lo: int, hi: int, tlo: int,
         target, expr = items[0]
         if tlo <= target <= thi:
             return nums, target, _strip_outer(expr)
-    raise RuntimeError("could not generate a Countdown instance in range; widen target_range")
+    raise TooFewProblems(f"countdown: no instance with {count} numbers in [{lo}, {hi}] reaches target_range "
+                         f"[{tlo}, {thi}]; widen target_range or number_range")
 
 
 # ----------------------------------------------------------------------------- task
@@ -225,7 +231,10 @@ class Countdown:
         while len(out) < n:
             attempts += 1
             if attempts > 200 * n + 1000:
-                raise RuntimeError(f"only {len(out)} distinct {split} problems found; widen the ranges")
+                raise TooFewProblems(
+                    f"countdown: only {len(out)} distinct {split} problems with number_range {list(self.number_range)}, "
+                    f"target_range {list(self.target_range)}, {self.min_numbers}-{self.max_numbers} numbers, but {n} "
+                    f"were asked for; ask for at most {len(out)} or widen number_range or target_range")
             count = rng.randint(self.min_numbers, self.max_numbers)
             nums, target, solution = _random_instance(rng, count, *self.number_range, *self.target_range)
             key = f"{sorted(nums)}->{target}"
