@@ -168,8 +168,9 @@ class SessionsMixin:
                 # The executor died at once (a crash on the cell's first line) and its holder reaped
                 # it before we read this: nothing is left to check or to kill; "ended" follows.
                 # Forged by the session's own code, it can only reset its session (the real one is
-                # then a violation) or, with a forged "ended", fake its own cell's result: the
-                # real executor then dies with the session's other leftovers (killed by uid).
+                # then a violation) or, with a forged "ended", fake its own cell's result: the real
+                # executor stays one of the session's processes (its uid, its limits) and is killed
+                # with them when the session resets or closes.
                 s.exec_pid = job.pid = msg["pid"]
                 return
         elif op == "done" and not invalid(msg, {"pid": (int,), "exit": (int,), "exc": (str, type(None))}):
