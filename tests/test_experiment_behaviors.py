@@ -76,9 +76,41 @@ def test_unknown_experiment_and_bad_recipe(tmp_path):
     bad.write_text("conditions: [none]\nrl: {algorithm: sarsa}\ntraces: 4\n")
     r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "algorithm" in r.output and "grpo" in r.output
+    for text, words in (("rl_task_args: {target_rnage: [31, 60]}\n", ["rl_task_args", "target_rnage"]),
+                        ("task_args: {min_numbers: 3, max_numbers: 3, number_range: [1, 10], target_range: [5, 30]}\n"
+                         "rl_task_args: {target_range: [31, 60]}\nrl: {train_pool: 1000}\n",
+                         ["rl_task_args", "train_pool is 1000", "at most"])):
+        bad.write_text("conditions: [none]\n" + text)  # fails in a second, before any pretraining
+        r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(bad), "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2 and all(w in r.output for w in words), r.output
+        assert "pretraining" not in r.output
     bad.write_text("conditions: [none, sparkles]\n")
     r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "sparkles" in r.output and "all_strategies" in r.output
+
+
+def test_rl_can_run_on_targets_the_organisms_never_saw(tmp_path, organism_home):
+    """rl_task_args: RL and eval draw from their own ranges; the organisms and priming keep task_args."""
+    import yaml
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(conditions=["none"], seeds=[0], rl_task_args={"target_range": [31, 60]})
+    recipe["rl"]["train_pool"] = 64
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "cb"
+    r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    rl = out / "conditions" / "none" / "seed-0" / "rl"
+    targets = [json.loads(x)["messages"][1]["content"] for f in (rl / "episodes").glob("eval-step-*.jsonl")
+               for x in f.read_text().splitlines()]
+    import re
+
+    targets = [int(re.search(r"equals (\d+)", t).group(1)) for t in targets]
+    assert targets and all(31 <= t <= 60 for t in targets)
+    args = yaml.safe_load((rl / "config.yaml").read_text())["task_args"]  # rl_task_args over task_args
+    assert args["target_range"] == [31, 60] and args["number_range"] == [1, 10] and args["min_numbers"] == 3
+    assert "RL and eval" in (out / "report.md").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,10 @@ class BehaviorsRecipe(Strict):
                                                              "curated_enriched", "curated_minimal"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     task_args: dict[str, Any] = Field(default_factory=lambda: {"min_numbers": 3, "max_numbers": 3})
+    rl_task_args: dict[str, Any] | None = Field(
+        None, description="Countdown arguments of the RL and eval problems, over task_args (null = task_args); "
+        "the organisms' corpus and the priming traces keep task_args, so RL can run on problems neither saw, "
+        "e.g. target_range [31, 60] where a direct guess rarely lands")
     traces: int = Field(256, ge=1, description="priming traces per condition (and seed, see priming_seed)")
     trace_phrasing: str = Field("standard", description="template family of the priming traces: standard, organism "
                                 "(terse, restating numbers and target; for small organisms), organism_facts (the same, leaf checks "
@@ -175,6 +179,11 @@ def priming_units(recipe: "BehaviorsRecipe") -> float:
     gen += (steps // max(1, every) + 1) * int(rl.get("eval_limit") or 64) * int(rl.get("eval_n") or 1)
     sft = int(recipe.sft.get("max_steps", 100)) * int(recipe.sft.get("batch_size", 8))
     return max(1.0, 0.8 * sft / max(1, gen))
+
+
+def rl_task_args(recipe: BehaviorsRecipe) -> dict[str, Any]:
+    """The RL and eval task: task_args with rl_task_args over it."""
+    return {**recipe.task_args, **(recipe.rl_task_args or {})}
 
 
 def base_of(condition: str) -> str:
@@ -413,7 +422,7 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
     rl_dir = d / "rl"
     if not rl:
         return rl_dir
-    rl_cfg = {**recipe.rl, "model": model, "task": "countdown", "task_args": recipe.task_args, "out": str(rl_dir),
+    rl_cfg = {**recipe.rl, "model": model, "task": "countdown", "task_args": rl_task_args(recipe), "out": str(rl_dir),
               "seed": seed, "eval_behaviors": True, "eval_at_start": True, "tensorboard": False}
     cfg = validate(RLConfig, rl_cfg, f"{condition}: rl")
     done = rl_dir / "checkpoints" / f"step-{cfg.steps:06d}"
@@ -622,7 +631,9 @@ def write_report(out: Path, recipe: BehaviorsRecipe, rows: list[dict[str, Any]],
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# {recipe.name}", "",
              "Cognitive-behaviors study (arXiv 2503.01307): the same PPO run on Countdown from each starting model.",
-             f"Task {recipe.task_args}; {recipe.traces} priming traces per condition, "
+             f"Task {recipe.task_args}"
+             + (f" (RL and eval: {rl_task_args(recipe)})" if recipe.rl_task_args else "")
+             + f"; {recipe.traces} priming traces per condition, "
              + (f"primed once (seed {recipe.priming_seed}); " if recipe.priming_seed is not None else "primed per seed; ")
              + f"RL seeds {seeds} (the spread below is over RL seeds). "
              "Behavior counts: the local rule-based classifier on the eval responses (see docs/priming.md for its "
@@ -718,6 +729,28 @@ def _html(title: str, md: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{H.escape(title)}</title><style>{style}</style></head><body>{''.join(out)}</body></html>\n"
 
 
+def check_task_args(recipe: BehaviorsRecipe, train_pool: int, eval_limit: int | None) -> None:
+    """The Countdown arguments build a task, and the RL ranges hold the problems RL and eval draw
+    (a misspelt key or a too-narrow range fails here, not after pretraining and priming)."""
+    from reasonlab.config import ConfigError
+    from reasonlab.tasks import get_task
+    from reasonlab.tasks.countdown import TooFewProblems
+
+    field = "task_args"
+    try:
+        get_task("countdown", **recipe.task_args)
+        if recipe.rl_task_args:
+            field = "rl_task_args"
+        task = get_task("countdown", **rl_task_args(recipe))
+        task.problems("train", train_pool, seed=0)
+        if eval_limit:
+            task.problems("test", eval_limit, seed=0)
+    except TooFewProblems as e:
+        raise ConfigError(f"{field}: {e} (rl.train_pool is {train_pool}, rl.eval_limit {eval_limit})") from None
+    except ValueError as e:
+        raise ConfigError(f"{field}: {e}") from None
+
+
 def check_stages(recipe: BehaviorsRecipe) -> None:
     """Validate the SFT and RL settings before any stage runs (a typo fails in a second, not after
     an hour of pretraining), naming the bad field."""
@@ -726,7 +759,8 @@ def check_stages(recipe: BehaviorsRecipe) -> None:
     from reasonlab.train.rl.config import RLConfig
     from reasonlab.train.sft import SFTSettings
 
-    validate(RLConfig, {**recipe.rl, "model": "-", "task": "countdown", "task_args": recipe.task_args}, "rl")
+    rl = validate(RLConfig, {**recipe.rl, "model": "-", "task": "countdown", "task_args": rl_task_args(recipe)}, "rl")
+    check_task_args(recipe, rl.train_pool, rl.eval_limit)
     validate(SFTSettings, {**recipe.sft, "model": "-", "data": ["-"], "out": "-"}, "sft")
     for name, b in recipe.bases.items():
         if isinstance(b, dict):
