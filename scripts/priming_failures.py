@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=1 python scripts/priming_failures.py sample MODEL OUT.jsonl [PROBLEMS]   # 64 x 4 at T=1
     python scripts/priming_failures.py classify OUT.jsonl ...
+    python scripts/priming_failures.py fidelity RUN_DIR [STEP ...]   # a countdown-behaviors run's eval responses
 
 The classifier reads the ``organism`` / ``organism_facts`` phrasing (regexes on its templates):
 (a) cut by the token limit, (b) a wrong ``a op b = c`` (or ``g = a op b``, or a leaf value that no
@@ -11,6 +12,15 @@ operation gives), (c) a check that accepts a wrong result or a leaf check that r
 answer differs from the expression the trace concluded with, (f) a right expression stated but not
 answered, (g) none ever stated. Then, per first move after each "I have [...]": are its operands the
 prompt's numbers, and is the list of what is left right?
+
+``fidelity`` asks whether a search *works* (docs/priming.md, session 9), over the eval responses of
+every condition and seed of a ``reasonlab run countdown-behaviors`` output, at the given eval steps
+(default 0 and the last): the share of true ``a op b = c`` statements; of leaf rejections ("From a and
+b I can get ..., but not g") where g is really out of reach; of acceptances ("..., exactly what I
+need") whose value is what the attempt needed (the number after "so I need", else the target); of
+final checks ("That's v") that claim the target; and accuracy when the check claims the target and
+when it does not. A search whose acceptances are not gated by the value is decoration: it stops
+where the traces stopped, not where the value says.
 """
 import json, re, sys
 from collections import Counter
@@ -190,8 +200,64 @@ def sample(model, out, P=64):
     print(sum(json.loads(l)["correct"] for l in open(out)), "correct of", 4 * P)
 
 
+CHECK = re.compile(r"Let me verify: [^.]*\. That's (\d+)")  # a final check, whatever it concludes
+PROMPT = re.compile(r"Using the numbers \[([\d, ]+)\], create an equation that equals (\d+)")
+
+
+def fidelity(run, steps):
+    import glob
+    import os
+
+    from reasonlab.episode import read_jsonl
+
+    rows = {}
+    for cond in sorted(os.listdir(f"{run}/conditions")):
+        files = sorted(glob.glob(f"{run}/conditions/{cond}/seed-*/rl/episodes/eval-step-*.jsonl"))
+        have = sorted({int(f.rsplit("-", 1)[1].split(".")[0]) for f in files})
+        for step in steps or ([have[0], have[-1]] if have else []):
+            c = Counter()
+            for f in [f for f in files if f.endswith(f"-{step:06d}.jsonl")]:
+                for e in read_jsonl(f):
+                    nums, target = PROMPT.search(e["messages"][1]["content"]).groups()
+                    target, text = int(target), e["messages"][-1]["content"]
+                    think = text.split("</think>")[0]
+                    c["n"] += 1; c["correct"] += bool(e["correct"])
+                    for a, op, b, v in FWD.findall(think) + [(x[1], x[2], x[3], x[0]) for x in BWD.findall(think)]:
+                        c["stmt"] += 1; c["stmt true"] += OPS[op](int(a), int(b)) == int(v)
+                    for a, b, _, g in LEAF_FAIL.findall(think):
+                        a, b, g = int(a), int(b), int(g)
+                        reach = {OPS[o](x, y) for o in OPS for x, y in ((a, b), (b, a))}
+                        c["reject"] += 1; c["reject true"] += g not in reach
+                    for m in LEAF_HIT.finditer(think):
+                        a, op, b, _ = m.groups()
+                        need = NEED.findall(think[:m.start()].split("start over")[-1]) or [target]
+                        c["accept"] += 1; c["accept gated"] += OPS[op](int(a), int(b)) == int(need[-1])
+                    checks = CHECK.findall(think)
+                    if checks:
+                        claim = int(checks[-1]) == target
+                        c["check"] += 1; c["check claims target"] += claim
+                        k = "claims" if claim else "not"
+                        c[f"n {k}"] += 1; c[f"correct {k}"] += bool(e["correct"])
+            if c["n"]:
+                rows[(cond, step)] = c
+
+    def share(c, a, b):
+        return f"{c[a] / c[b]:.2f} ({c[b]})" if c[b] else "–"
+
+    print("| condition | step | accuracy | true statements | true rejections | gated acceptances | checks claiming "
+          "the target | accuracy when claimed | when not |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (cond, step), c in rows.items():
+        print(f"| {cond} | {step} | {share(c, 'correct', 'n')} | {share(c, 'stmt true', 'stmt')} | "
+              f"{share(c, 'reject true', 'reject')} | {share(c, 'accept gated', 'accept')} | "
+              f"{share(c, 'check claims target', 'check')} | {share(c, 'correct claims', 'n claims')} | "
+              f"{share(c, 'correct not', 'n not')} |")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "sample":
+    if sys.argv[1] == "fidelity":
+        fidelity(sys.argv[2], [int(x) for x in sys.argv[3:]])
+    elif sys.argv[1] == "sample":
         sample(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 64)
     else:
         for p in sys.argv[2:]:
