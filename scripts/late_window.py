@@ -11,7 +11,8 @@ args = sys.argv[1:]
 LAST = int(args[args.index('--last') + 1]) if '--last' in args else 100
 if '--last' in args:
     del args[args.index('--last'):args.index('--last') + 2]
-W = int(args[0]); acc = defaultdict(dict); beh = defaultdict(dict); ln = defaultdict(dict)
+W = int(args[0])
+acc = defaultdict(dict)  # (condition, seed) -> {step: eval accuracy}
 for run in args[1:]:
     for f in glob.glob(f'{run}/conditions/*/seed-*/rl/metrics.jsonl'):
         c = f.split('/conditions/')[1].split('/')[0]; s = int(f.split('seed-')[1].split('/')[0])

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_interrupted_experiment_resumes(tmp_path, organism_home):
     assert sorted(int(r["step"]) for r in rows if r["condition"] == "rich_base" and r["seed"] == "1") == [0, 1, 2]
 
 
+@pytest.mark.timeout(300)  # a recipe error that slips past the checks would start hours of pretraining
 def test_unknown_experiment_and_bad_recipe(tmp_path):
     r = CliRunner().invoke(app, ["run", "nope"])
     assert r.exit_code == 2 and "countdown-behaviors" in r.output
@@ -104,8 +106,6 @@ def test_rl_can_run_on_targets_the_organisms_never_saw(tmp_path, organism_home):
     rl = out / "conditions" / "none" / "seed-0" / "rl"
     targets = [json.loads(x)["messages"][1]["content"] for f in (rl / "episodes").glob("eval-step-*.jsonl")
                for x in f.read_text().splitlines()]
-    import re
-
     targets = [int(re.search(r"equals (\d+)", t).group(1)) for t in targets]
     assert targets and all(31 <= t <= 60 for t in targets)
     args = yaml.safe_load((rl / "config.yaml").read_text())["task_args"]  # rl_task_args over task_args
