@@ -46,3 +46,24 @@ def test_cli_reports_bad_config_with_exit_2(tmp_path):
     assert "modle: unknown field" in r.output and "model" in r.output
     r = CliRunner().invoke(app, ["eval", "--task", "countdwn"])
     assert r.exit_code == 2 and "Did you mean 'countdown'" in r.output
+
+
+def test_training_dtype_auto_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
+    """SFT, preference and RL configs take dtype 'auto': bf16 on a CPU with bf16 units (or a GPU),
+    fp32 where bf16 is emulated (tens of times slower there); explicit values are kept."""
+    import reasonlab.rollout.hf as hf
+    from reasonlab.config import validate
+    from reasonlab.train.preference import PreferenceSettings
+    from reasonlab.train.rl.config import RLConfig
+    from reasonlab.train.sft import SFTSettings
+
+    for cls, extra in ((SFTSettings, {"model": "m", "data": ["d.jsonl"], "out": "o"}), (RLConfig, {"model": "m"}),
+                       (PreferenceSettings, {"model": "m", "data": ["d.jsonl"], "out": "o"})):
+        assert validate(cls, {**extra, "dtype": "auto"}, "cfg").dtype == "auto"
+        with pytest.raises(ConfigError, match="dtype"):
+            validate(cls, {**extra, "dtype": "bf32"}, "cfg")
+    monkeypatch.setattr(hf.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hf, "cpu_has_fast_bf16", lambda: False)
+    assert hf.train_dtype("auto") == "fp32" and hf.train_dtype("bf16") == "bf16"
+    monkeypatch.setattr(hf, "cpu_has_fast_bf16", lambda: True)
+    assert hf.train_dtype("auto") == "bf16" and hf.train_dtype("fp32") == "fp32"

@@ -177,7 +177,9 @@ def check_rl_memory(cfg: Any, model_config: Any, device: str, world: int = 1) ->
     else:
         lora_params = None
     shards = world if getattr(cfg, "sharding", "none") == "fsdp" and world > 1 else 1
-    kw = dict(algorithm=cfg.algorithm, critic=cfg.critic, kl_coef=cfg.loss.kl_coef, dtype=cfg.dtype,
+    from reasonlab.rollout.hf import train_dtype
+
+    kw = dict(algorithm=cfg.algorithm, critic=cfg.critic, kl_coef=cfg.loss.kl_coef, dtype=train_dtype(cfg.dtype),
               micro_batch_size=cfg.optim.micro_batch_size, seq_len=seq, gen_batch=r.batch_size,
               backend=r.backend, gpu_memory_utilization=r.gpu_memory_utilization, device_bytes=avail,
               lora_params=lora_params, shards=shards, full_sampler=shards > 1)

@@ -105,6 +105,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
 from reasonlab.config import Strict, dump_yaml
+from reasonlab.rollout.hf import train_dtype
 from reasonlab.train.lora import LoRASettings
 
 log = logging.getLogger(__name__)
@@ -455,7 +456,8 @@ class PreferenceSettings(Strict):
     batch_size: int = Field(8, ge=1, description="pairs (DPO) or trajectories (KTO, >= 2) per device step")
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=8, description="tokens a trajectory, prompt included; the rest is cut")
-    dtype: Literal["fp32", "bf16"] = "fp32"
+    dtype: Literal["auto", "fp32", "bf16"] = Field("fp32", description="bf16 = autocast on fp32 master weights; "
+                                                   "auto = bf16 where the hardware runs it fast, else fp32")
     save_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(5, ge=1)
@@ -556,7 +558,7 @@ def build_preference_trainer(cfg: PreferenceSettings, *, show_progress: bool = T
         "per_device_train_batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
         "max_length": cfg.max_length,
-        "bf16": cfg.dtype == "bf16",
+        "bf16": train_dtype(cfg.dtype) == "bf16",
         "use_cpu": not torch.cuda.is_available(),
         "save_strategy": "steps",
         "save_steps": cfg.save_steps,

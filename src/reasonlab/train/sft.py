@@ -28,6 +28,7 @@ from pydantic import Field
 from reasonlab.config import Strict, dump_yaml
 from reasonlab.episode import Episode, read_episodes
 from reasonlab.rollout.chat import encode_chat
+from reasonlab.rollout.hf import train_dtype
 from reasonlab.train.lora import LoRASettings
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class SFTSettings(Strict):
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=8)
-    dtype: Literal["fp32", "bf16"] = "fp32"
+    dtype: Literal["auto", "fp32", "bf16"] = Field("fp32", description="bf16 = autocast on fp32 master weights; "
+                                                   "auto = bf16 where the hardware runs it fast, else fp32")
     save_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(5, ge=1)
@@ -214,7 +216,7 @@ def build_sft_trainer(cfg: SFTSettings, *, show_progress: bool = True):
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length,
-        bf16=cfg.dtype == "bf16",
+        bf16=train_dtype(cfg.dtype) == "bf16",
         use_cpu=not torch.cuda.is_available(),
         save_strategy="steps",
         save_steps=cfg.save_steps,

@@ -77,7 +77,8 @@ class RLConfig(Strict):
     critic: Literal["head", "model"] = Field("model", description="PPO value function: separate model or a head on the policy")
     steps: int = Field(100, ge=1)
     seed: int = 0
-    dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast on fp32 master weights")
+    dtype: Literal["auto", "fp32", "bf16"] = Field("fp32", description="bf16 = autocast on fp32 master weights; "
+                                                   "auto = bf16 where the hardware runs it fast, else fp32")
     device: str = "auto"
     train_pool: int = Field(10_000, ge=1, description="distinct train problems cycled through")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)

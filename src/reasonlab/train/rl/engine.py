@@ -38,7 +38,7 @@ from reasonlab.config import dump_yaml
 from reasonlab.episode import Episode, append_jsonl, read_episodes
 from reasonlab.rollout.agent import AgentConfig, run_agent
 from reasonlab.rollout.base import SamplingParams
-from reasonlab.rollout.hf import accepts_logits_to_keep
+from reasonlab.rollout.hf import accepts_logits_to_keep, train_dtype
 from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
 from reasonlab.tasks.suites import SuiteTask, check_trainable
@@ -195,6 +195,7 @@ class RLTrainer:
 
         init_distributed()
         self.cfg = cfg
+        self.dtype = train_dtype(cfg.dtype)  # auto resolved on this machine: bf16 only where it is fast
         self.out = Path(out or cfg.out or f"runs/rl-{cfg.algorithm}-{cfg.task.replace('/', '-')}")
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.task = get_task(cfg.task, protocol=cfg.protocol, **cfg.task_args)
@@ -263,7 +264,7 @@ class RLTrainer:
         else:
             # The sampler: the policy itself, or a bf16 copy of it refreshed before every rollout (a
             # bf16 decode step runs ~2x faster on CPUs with bf16 units, and on GPUs).
-            sampler_bf16 = cfg.rollout.dtype == "bf16" or (cfg.rollout.dtype == "auto" and cfg.dtype == "bf16")
+            sampler_bf16 = cfg.rollout.dtype == "bf16" or (cfg.rollout.dtype == "auto" and self.dtype == "bf16")
             if self.sharded:
                 self.sampler = self.full_copy.to(torch.bfloat16) if sampler_bf16 else self.full_copy
             else:
@@ -294,7 +295,7 @@ class RLTrainer:
     # ------------------------------------------------------------------ helpers
 
     def autocast(self):
-        if self.cfg.dtype == "bf16":
+        if self.dtype == "bf16":
             return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
         return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
 
