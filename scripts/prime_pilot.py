@@ -2,7 +2,8 @@
 competence (docs/priming.md, "Priming the behavior-poor organism"). About 5–20 min on 1 CPU thread.
 
     OMP_NUM_THREADS=1 python scripts/prime_pilot.py BASE OUT CONDITION STEPS TRACES LR \
-        [--phrasing organism_facts] [--max-detours 1] [--restart-only] [--replay 1024]
+        [--phrasing organism_facts] [--max-detours 1] [--restart-only] [--replay 1024] \
+        [--search faithful --phrasing organism_faithful]
 """
 
 import argparse
@@ -28,6 +29,7 @@ ap.add_argument("--phrasing", default="organism")
 ap.add_argument("--max-detours", type=int)
 ap.add_argument("--restart-only", action="store_true")
 ap.add_argument("--replay", type=int, default=0)
+ap.add_argument("--search", default="guided", choices=["guided", "faithful"])
 ap.add_argument("--max-new-tokens", type=int, default=384)
 A = ap.parse_args()
 out = Path(A.out)
@@ -36,13 +38,13 @@ data = out / "traces.jsonl"
 if not data.exists():
     eps = generate_traces(A.condition, A.traces, seed=0, task_args=CPU_TASK_ARGS, paraphrase=A.phrasing,
                           tokenizer=AutoTokenizer.from_pretrained(A.base), max_detours=A.max_detours,
-                          restart_only=A.restart_only)
+                          restart_only=A.restart_only, search=A.search)
     if A.replay:
         eps += replay_episodes(A.base, A.replay, seed=0)
     append_jsonl(data, eps)
 t0 = time.time()
 sft = validate(SFTSettings, {"max_steps": A.steps, "lr": A.lr, "warmup_ratio": 0.05, "batch_size": 16, "max_length": 512,
-                             "save_steps": A.steps // 2, "dtype": "bf16", "logging_steps": 50, "model": A.base,
+                             "save_steps": A.steps // 2, "dtype": "auto", "logging_steps": 50, "model": A.base,
                              "data": [str(data)], "out": str(out / "sft"), "seed": 0}, "sft")
 if not (out / "sft/final/config.json").exists():
     train_sft(sft, show_progress=False)

@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 python scripts/priming_failures.py sample MODEL OUT.jsonl [PROBLEMS]   # 64 x 4 at T=1
     python scripts/priming_failures.py classify OUT.jsonl ...
     python scripts/priming_failures.py fidelity RUN_DIR [STEP ...]   # a countdown-behaviors run's eval responses
+    python scripts/priming_failures.py fidelity OUT.jsonl ...        # samples written by `sample`
 
 The classifier reads the ``organism`` / ``organism_facts`` phrasing (regexes on its templates):
 (a) cut by the token limit, (b) a wrong ``a op b = c`` (or ``g = a op b``, or a leaf value that no
@@ -35,6 +36,9 @@ BWD = re.compile(rf"(?:^|[:.,] ){N} = {N} ([-+*/]) {N}")                # g = a 
 LEAF_FAIL = re.compile(rf"From {N} and {N} I can get ([\d, ]+), but not {N}")
 LEAF_FACTS = re.compile(rf"From {N} and {N}: [^.]*?, but not {N}")  # organism_facts
 LEAF_HIT = re.compile(rf"And {N} ([-+*/]) {N} = {N}, exactly what I need")
+LEAF_CHECK = re.compile(rf"From {N} and {N}: ([^.]*?), (but not \d+|none is \d+|exactly what I need)")  # organism_facts/_faithful/_verdicts
+VERDICT = re.compile(rf"= {N} (not|is) {N}\b")  # organism_verdicts: each try's own verdict
+TRY = re.compile(rf"{N} ([-+*/]) {N} = {N}")
 NEED = re.compile(rf"so I need {N} from")
 INTRO = re.compile(rf"I have \[([\d, ]+)\] and want {N}")
 VERIFY = re.compile(r"Let me verify: ([^.]*)\. That's (\d+)(,| ,)? and each number")
@@ -219,43 +223,82 @@ def fidelity(run, steps):
             for f in [f for f in files if f.endswith(f"-{step:06d}.jsonl")]:
                 for e in read_jsonl(f):
                     nums, target = PROMPT.search(e["messages"][1]["content"]).groups()
-                    target, text = int(target), e["messages"][-1]["content"]
-                    think = text.split("</think>")[0]
-                    c["n"] += 1; c["correct"] += bool(e["correct"])
-                    for a, op, b, v in FWD.findall(think) + [(x[1], x[2], x[3], x[0]) for x in BWD.findall(think)]:
-                        c["stmt"] += 1; c["stmt true"] += OPS[op](int(a), int(b)) == int(v)
-                    for a, b, _, g in LEAF_FAIL.findall(think):
-                        a, b, g = int(a), int(b), int(g)
-                        reach = {OPS[o](x, y) for o in OPS for x, y in ((a, b), (b, a))}
-                        c["reject"] += 1; c["reject true"] += g not in reach
-                    for m in LEAF_HIT.finditer(think):
-                        a, op, b, _ = m.groups()
-                        need = NEED.findall(think[:m.start()].split("start over")[-1]) or [target]
-                        c["accept"] += 1; c["accept gated"] += OPS[op](int(a), int(b)) == int(need[-1])
-                    checks = CHECK.findall(think)
-                    if checks:
-                        claim = int(checks[-1]) == target
-                        c["check"] += 1; c["check claims target"] += claim
-                        k = "claims" if claim else "not"
-                        c[f"n {k}"] += 1; c[f"correct {k}"] += bool(e["correct"])
+                    fidelity_one(e["messages"][-1]["content"], int(target), bool(e["correct"]), c)
             if c["n"]:
                 rows[(cond, step)] = c
+    fidelity_table(rows)
+
+
+def fidelity_one(text, target, correct, c):
+    """Add one response's search-fidelity counts to ``c`` (both leaf layouts: ``I can get 8, 2, 15,
+    but not 5`` and ``From 5 and 3: 5 + 3 = 8, ..., but not 5`` / ``..., exactly what I need``)."""
+    think = text.split("</think>")[0]
+    c["n"] += 1; c["correct"] += correct
+    for a, op, b, v in FWD.findall(think) + [(x[1], x[2], x[3], x[0]) for x in BWD.findall(think)]:
+        c["stmt"] += 1; c["stmt true"] += OPS[op](int(a), int(b)) == int(v)
+    for a, b, _, g in LEAF_FAIL.findall(think):
+        a, b, g = int(a), int(b), int(g)
+        reach = {OPS[o](x, y) for o in OPS for x, y in ((a, b), (b, a))}
+        c["reject"] += 1; c["reject true"] += g not in reach
+    for m in LEAF_HIT.finditer(think):
+        a, op, b, _ = m.groups()
+        need = NEED.findall(think[:m.start()].split("start over")[-1]) or [target]
+        c["accept"] += 1; c["accept gated"] += OPS[op](int(a), int(b)) == int(need[-1])
+    for m in LEAF_CHECK.finditer(think):  # the faithful layout: every operation tried, written out
+        a, b, tries, verdict = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
+        need = NEED.findall(think[:m.start()].split("start over")[-1]) or [target]
+        need = int(need[-1])
+        stated = [(int(x), o, int(y), int(v)) for x, o, y, v in TRY.findall(tries)]
+        reach = {OPS[o](x, y) for o in OPS for x, y in ((a, b), (b, a))}
+        if not verdict.startswith("exactly"):
+            c["reject"] += 1; c["reject true"] += need not in reach
+            c["reject despite a stated hit"] += any(v == need for *_, v in stated)
+        else:
+            last = stated[-1] if stated else None
+            c["accept"] += 1
+            c["accept gated"] += bool(last) and OPS[last[1]](last[0], last[2]) == need
+    for v, word, g in VERDICT.findall(think):
+        c["verdict"] += 1; c["verdict true"] += (word == "is") == (v == g)
+    checks = CHECK.findall(think)
+    if checks:
+        claim = int(checks[-1]) == target
+        c["check"] += 1; c["check claims target"] += claim
+        k = "claims" if claim else "not"
+        c[f"n {k}"] += 1; c[f"correct {k}"] += correct
+
+
+def fidelity_file(paths):
+    """fidelity over ``sample`` output files (one row each)."""
+    rows = {}
+    for path in paths:
+        c = Counter()
+        for line in open(path):
+            e = json.loads(line)
+            fidelity_one(e["completion"], e["target"], bool(e["correct"]), c)
+        rows[(path, "-")] = c
+    fidelity_table(rows)
+
+
+def fidelity_table(rows):
 
     def share(c, a, b):
         return f"{c[a] / c[b]:.2f} ({c[b]})" if c[b] else "–"
 
-    print("| condition | step | accuracy | true statements | true rejections | gated acceptances | checks claiming "
-          "the target | accuracy when claimed | when not |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| condition | step | accuracy | true statements | true rejections | rejections of a stated hit | "
+          "gated acceptances | true try verdicts | checks claiming the target | accuracy when claimed | when not |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (cond, step), c in rows.items():
         print(f"| {cond} | {step} | {share(c, 'correct', 'n')} | {share(c, 'stmt true', 'stmt')} | "
-              f"{share(c, 'reject true', 'reject')} | {share(c, 'accept gated', 'accept')} | "
+              f"{share(c, 'reject true', 'reject')} | {share(c, 'reject despite a stated hit', 'reject')} | "
+              f"{share(c, 'accept gated', 'accept')} | {share(c, 'verdict true', 'verdict')} | "
               f"{share(c, 'check claims target', 'check')} | {share(c, 'correct claims', 'n claims')} | "
               f"{share(c, 'correct not', 'n not')} |")
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "fidelity":
+    if sys.argv[1] == "fidelity" and sys.argv[2].endswith(".jsonl"):
+        fidelity_file(sys.argv[2:])
+    elif sys.argv[1] == "fidelity":
         fidelity(sys.argv[2], [int(x) for x in sys.argv[3:]])
     elif sys.argv[1] == "sample":
         sample(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 64)

@@ -364,3 +364,97 @@ def test_organism_facts_writes_every_leaf_try_as_a_true_fact():
                 assert {x, y} == {a, b} and ops[op](int(x), int(y)) == int(v) != int(goal)
         assert count_behaviors_local(f.completion) == {k: int(v) for k, v in f.behaviors.items()}
     assert leaves >= 40
+
+
+def test_faithful_search_decides_only_from_what_the_text_shows():
+    """search="faithful": every leaf check tries + - * / in that order and stops exactly at the first
+    value equal to its goal (the target, or the number after "so I need"); every stated fact is true;
+    correct conditions always end on a right answer, and some traces hit on their first attempt (no
+    rule of position: a first leaf check can accept); no_positive never states a right expression;
+    the same seed gives the same traces, and the guided default is unchanged."""
+    from reasonlab.analysis.behaviors import count_behaviors_local
+    from reasonlab.tasks import get_task
+
+    args = {"min_numbers": 3, "max_numbers": 3, "number_range": [1, 10], "target_range": [5, 30]}
+    task = get_task("countdown", **args)
+    problems = {p.id: p for p in task.problems("train", 400, seed=2)}
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a // b}
+    order = "+-*/"
+    first_hits = 0
+    for cond in ("all_strategies", "only_backtracking", "no_positive"):
+        eps = generate_traces(cond, 60, seed=2, task_args=args, paraphrase="organism_faithful", search="faithful")
+        assert len(eps) == 60 and all(e.meta["search"] == "faithful" for e in eps)
+        for e in eps:
+            assert e.correct == (cond != "no_positive") and e.format_ok, e.completion
+            think = e.completion.split("</think>")[0]
+            attempts = think.split("start over")
+            first_hits += cond != "no_positive" and len(attempts) == 1
+            for att in attempts:
+                need = re.findall(r"so I need (\d+) from", att)
+                goal = int(need[-1]) if need else problems[e.problem_id].metadata["target"]
+                leaf = re.search(r"From (\d+) and (\d+): (.*?), (but not \d+|exactly what I need)\.", att)
+                assert leaf, att
+                a, b, tries, verdict = int(leaf[1]), int(leaf[2]), leaf[3], leaf[4]
+                stated = re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", tries)
+                assert [s[1] for s in stated] == sorted((s[1] for s in stated), key=order.index)
+                for x, op, y, v in stated:
+                    assert (int(x), int(y)) == (max(a, b), min(a, b)) and ops[op](int(x), int(y)) == int(v)
+                values = [int(v) for *_, v in stated]
+                if verdict.startswith("but not"):
+                    assert goal not in values and int(verdict.split()[-1]) == goal
+                else:
+                    assert values[-1] == goal and goal not in values[:-1]
+            for x, op, y, v in re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", think):
+                assert ops[op](int(x), int(y)) == int(v), (x, op, y, v)
+            if cond == "no_positive":
+                for expr in _expressions(e.completion):
+                    assert not task.score(problems[e.problem_id], f"<answer>{expr}</answer>").correct, expr
+                assert 2 <= len(attempts) <= 4
+            else:
+                assert len(attempts) <= 4
+            assert count_behaviors_local(e.completion) == {k: int(v) for k, v in e.behaviors.items()}
+    assert 10 <= first_hits <= 80  # of 120 correct traces: a first leaf check accepts as often as values say
+    again = generate_traces("all_strategies", 8, seed=2, task_args=args, paraphrase="organism_faithful", search="faithful")
+    assert [e.completion for e in again] == [e.completion for e in
+                                             generate_traces("all_strategies", 8, seed=2, task_args=args,
+                                                             paraphrase="organism_faithful", search="faithful")]
+    assert [e.to_dict() for e in generate_traces("all_strategies", 6, seed=4)] == \
+        [e.to_dict() for e in generate_traces("all_strategies", 6, seed=4, search="guided")]
+    with pytest.raises(ValueError, match="trace search"):
+        generate_traces("all_strategies", 2, search="oracle")
+
+
+def test_faithful_dots_and_empty_cot_follow_the_faithful_search():
+    """dots are length-matched to the faithful all_strategies thinking; empty_cot has its answer."""
+    args = {"min_numbers": 3, "max_numbers": 3, "number_range": [1, 10], "target_range": [5, 30]}
+    kw = dict(seed=3, task_args=args, paraphrase="organism_faithful", search="faithful")
+    full = generate_traces("all_strategies", 20, **kw)
+    dots = generate_traces("dots", 20, **kw)
+    empty = generate_traces("empty_cot", 20, **kw)
+    for f, d, e in zip(full, dots, empty):
+        assert f.problem_id == d.problem_id == e.problem_id
+        assert d.stats["think_chars"] == f.stats["think_chars"] and d.answer == f.answer == e.answer
+        assert e.completion.startswith("<think></think>") and e.correct and d.correct
+
+
+def test_verdicts_phrasing_puts_each_tries_verdict_beside_its_value():
+    """organism_verdicts: every try of a leaf check says ``not <goal>`` or ``is <goal>`` right after its
+    value, truthfully, the goal restated each time; same searches and counts as organism_faithful."""
+    from reasonlab.analysis.behaviors import count_behaviors_local
+
+    args = {"min_numbers": 3, "max_numbers": 3, "number_range": [1, 10], "target_range": [5, 30]}
+    kw = dict(seed=6, task_args=args, search="faithful")
+    plain = generate_traces("all_strategies", 40, paraphrase="organism_faithful", **kw)
+    verd = generate_traces("all_strategies", 40, paraphrase="organism_verdicts", **kw)
+    nopos = generate_traces("no_positive", 40, paraphrase="organism_verdicts", **kw)
+    n_is = n_not = 0
+    for p, v in zip(plain, verd):
+        assert p.behaviors == v.behaviors and p.answer == v.answer and v.correct
+        assert count_behaviors_local(v.completion) == {k: int(x) for k, x in v.behaviors.items()}
+    for e in verd + nopos:
+        for value, word, goal in re.findall(r"= (\d+) (not|is) (\d+)\b", e.completion):
+            assert (word == "is") == (value == goal), e.completion
+            n_is += word == "is"
+            n_not += word == "not"
+    assert n_is >= 40 and n_not > 3 * n_is  # one hit per correct trace, many misses
+    assert not any(re.search(r"= (\d+) is \1\b", e.completion) for e in nopos)  # no_positive never hits

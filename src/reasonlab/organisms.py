@@ -138,6 +138,9 @@ class OrganismSpec(Strict):
     heldout_facts: float = Field(0.1, ge=0, lt=1, description="share of the fact table kept out of the corpus")
     countdown_docs: int = Field(10000, ge=0)
     trace_phrasing: str = Field("standard", description="template family of the behavior traces (reasonlab.priming.phrases)")
+    trace_search: Literal["guided", "faithful"] = Field("guided", description="the search the behavior traces "
+                                                        "narrate (reasonlab.priming.search: guided by an oracle, "
+                                                        "or faithful: one a model can run as written)")
     chat_share: float = Field(0.3, ge=0, le=1, description="share of Countdown documents in the rollouts' chat layout; "
                               "the rest state the problem in one line (fewer tokens for the same skill)")
     fact_docs: int = Field(4000, ge=0)
@@ -218,7 +221,7 @@ def corpus_documents(spec: OrganismSpec, *, progress: Callable[[int, int], None]
         numbers, target = problem.metadata["numbers"], problem.metadata["target"]
         if rng.random() < spec.behavior_rate:
             response = trace_episode(task, problem, "all_strategies", seed=rng.randrange(1 << 30),
-                                     paraphrase=spec.trace_phrasing).completion
+                                     paraphrase=spec.trace_phrasing, search=spec.trace_search).completion
         else:
             think = rng.choice(_DIRECT_THINK).format(target=target, numbers=numbers)
             answer = direct_answer(tuple(numbers), target) or problem.metadata.get("solution")
@@ -378,7 +381,7 @@ def split_numbers(tok, max_value: int) -> list[int]:
 # ----------------------------------------------------------------------------- pretraining
 
 
-_HASH_IF_CHANGED = {"trace_phrasing": "standard", "copy_warmup": None}
+_HASH_IF_CHANGED = {"trace_phrasing": "standard", "copy_warmup": None, "trace_search": "guided"}
 
 
 def spec_hash(spec: OrganismSpec) -> str:
@@ -455,13 +458,9 @@ def ensure_organism(spec: OrganismSpec, *, log: Callable[[str], None] | None = p
 
 
 def pick_train_dtype(dtype: str) -> str:
-    from reasonlab.rollout.hf import cpu_has_fast_bf16
+    from reasonlab.rollout.hf import train_dtype
 
-    if dtype != "auto":
-        return dtype
-    import torch
-
-    return "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "fp32"
+    return train_dtype(dtype)
 
 
 def pack(tok, docs: list[str], *, extra_ids: list[list[int]] | None = None, seed: int = 0):

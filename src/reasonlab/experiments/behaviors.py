@@ -44,7 +44,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -112,11 +112,17 @@ class BehaviorsRecipe(Strict):
     traces: int = Field(256, ge=1, description="priming traces per condition (and seed, see priming_seed)")
     trace_phrasing: str = Field("standard", description="template family of the priming traces: standard, organism "
                                 "(terse, restating numbers and target; for small organisms), organism_facts (the same, leaf checks "
-                                "written as a op b = c facts), paraphrase_a, paraphrase_b")
+                                "written as a op b = c facts), organism_faithful (organism_facts for the faithful "
+                                "search), organism_verdicts (organism_faithful with each try's verdict beside its value), "
+                                "paraphrase_a, paraphrase_b")
     trace_max_detours: int | None = Field(None, ge=1, description="cap on the dead ends of each priming trace "
                                           "(null = the search's 1–3; 1 = one failed attempt, then the solution)")
     trace_restart_only: bool = Field(False, description="every dead end starts over from the prompt's numbers "
                                      "(no going back part-way)")
+    trace_search: Literal["guided", "faithful"] = Field(
+        "guided", description="the search the priming traces narrate: guided (an oracle steers the last path) or "
+        "faithful (a random search a model can run as written, each leaf check in the order + - * /; use the "
+        "organism_faithful phrasing)")
     priming_replay: int = Field(0, ge=0, description="documents of the poor organism's own pretraining corpus (fact "
                                 "lists, one-line Countdown problems with direct answers; never the chat layout) mixed "
                                 "into each priming SFT set, so priming does not overwrite its arithmetic")
@@ -380,7 +386,7 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
             tok = AutoTokenizer.from_pretrained(start)  # dots are length-matched in this tokenizer's tokens
             eps = generate_traces(condition, recipe.traces, seed=prime_seed, task_args=recipe.task_args, tokenizer=tok,
                                   paraphrase=recipe.trace_phrasing, max_detours=recipe.trace_max_detours,
-                                  restart_only=recipe.trace_restart_only)
+                                  restart_only=recipe.trace_restart_only, search=recipe.trace_search)
             tmp = traces.with_suffix(".partial")
             tmp.unlink(missing_ok=True)
             append_jsonl(tmp, eps)

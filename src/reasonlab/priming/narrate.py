@@ -90,13 +90,19 @@ def _attempt(w: _Writer, attempt: Attempt, target: int) -> None:
             if m.check:
                 w.say("check_backward", relation=m.relation, goal=m.goal)
     leaf = attempt.leaf
+    # every operation tried, the hit last; a family with ``try_miss``/``try_hit`` writes each try's
+    # verdict next to it ("10 - 7 = 3 not 4"), so accepting or rejecting compares two adjacent numbers
+    if "try_miss" in w.bank:
+        tries = ", ".join(w.pick("try_hit" if v == leaf.goal else "try_miss", t=t, v=v, goal=leaf.goal)
+                          for t, v in leaf.tries)
+    else:
+        tries = ", ".join(f"{t} = {v}" for t, v in leaf.tries)
     if leaf.hit:
         a, op, b = leaf.tries[-1][0].split(" ")
-        w.say("leaf_hit", a=a, op=op, b=b, goal=leaf.goal)
+        w.say("leaf_hit", a=a, op=op, b=b, goal=leaf.goal, tries=tries)
         if leaf.goal != target:
             w.say("assemble", expr=attempt.expr, target=target)
     else:
-        tries = ", ".join(f"{t} = {v}" for t, v in leaf.tries)
         values = ", ".join(str(v) for _, v in leaf.tries)
         w.say("leaf_fail", a=leaf.a, b=leaf.b, tries=tries, values=values, goal=leaf.goal)
 

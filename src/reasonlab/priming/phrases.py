@@ -349,12 +349,30 @@ ORGANISM: dict[str, list[str]] = {
 # 10 * 7 = 70, but not 33.``) instead of a bare list of values the model must compute without it
 ORGANISM_FACTS: dict[str, list[str]] = {**ORGANISM, "leaf_fail": ["From {a} and {b}: {tries}, but not {goal}."]}
 
+# ``organism_facts`` for the faithful search (``search="faithful"``): a leaf check that hits states every
+# operation it tried before the hit too (``From 10 and 7: 10 + 7 = 17, 10 - 7 = 3, exactly what I need.``),
+# so accepting is, like rejecting, a comparison of the value just written with the goal
+ORGANISM_FAITHFUL: dict[str, list[str]] = {**ORGANISM_FACTS, "leaf_hit": ["From {a} and {b}: {tries}, exactly what I need."]}
+
+# ``organism_faithful`` with each try's verdict beside its value, the goal restated every time
+# (``From 10 and 7: 10 + 7 = 17 not 4, 10 - 7 = 3 not 4, 10 * 7 = 70 not 4, none is 4.``): the primed
+# organism of ``organism_faithful`` accepted after a position, not a value (docs/priming.md, session 10)
+ORGANISM_VERDICTS: dict[str, list[str]] = {
+    **ORGANISM_FAITHFUL,
+    "try_miss": ["{t} = {v} not {goal}"],
+    "try_hit": ["{t} = {v} is {goal}"],
+    "leaf_fail": ["From {a} and {b}: {tries}, none is {goal}."],
+    "leaf_hit": ["From {a} and {b}: {tries}, exactly what I need."],
+}
+
 FAMILIES: dict[str, dict[str, list[str]]] = {
     "standard": STANDARD,
     "paraphrase_a": PARAPHRASE_A,
     "paraphrase_b": PARAPHRASE_B,
     "organism": ORGANISM,
     "organism_facts": ORGANISM_FACTS,
+    "organism_faithful": ORGANISM_FAITHFUL,
+    "organism_verdicts": ORGANISM_VERDICTS,
 }
 HELD_OUT = "paraphrase_b"  # what ``paraphrase=True`` means
 

@@ -208,13 +208,19 @@ def _explanations(goal: int, n: int, en: str) -> list[tuple[str, int, str]]:
     return out
 
 
-def _leaf(node: Node, rng: random.Random) -> tuple[Leaf, str | None]:
-    """Try the operations on the last two numbers (random order, stop at a hit)."""
+LEAF_ORDER = ("+", "-", "*", "/")  # the faithful search's fixed order of a leaf check
+
+
+def _leaf(node: Node, rng: random.Random, *, ordered: bool = False) -> tuple[Leaf, str | None]:
+    """Try the operations on the last two numbers (random order, or ``LEAF_ORDER``; stop at a hit)."""
     (va, ea), (vb, eb) = node.items
     if va < vb:
         (va, ea), (vb, eb) = (vb, eb), (va, ea)
     ops = list(_combine(va, vb).items())
-    rng.shuffle(ops)
+    if ordered:
+        ops.sort(key=lambda kv: LEAF_ORDER.index(kv[0]))
+    else:
+        rng.shuffle(ops)
     tries, found = [], None
     for op, v in ops:
         tries.append((f"{va} {op} {vb}", v))
@@ -400,3 +406,106 @@ def _mark(attempts: list[Attempt], rng: random.Random, *, subgoal: bool, verify:
     if verify:
         for m in moves:
             m.check = rng.random() < P_CHECK
+
+
+# ----------------------------------------------------------------------------- faithful search
+
+
+FAITHFUL_ATTEMPTS = 4  # a faithful trace finds the target within this many attempts (about 70% of cpu-range draws do)
+GIVE_UP_ATTEMPTS = (2, 3, 4)  # failed attempts of a faithful no_positive trace (uniform)
+
+
+def search_faithful(numbers: list[int], target: int, rng: random.Random, *, backward: bool = False,
+                    subgoal: bool = False, verify: bool = False, give_up: bool = False,
+                    max_attempts: int = FAITHFUL_ATTEMPTS, tries: int = 200) -> SearchTrace:
+    """A search a model can run as written: no oracle, every decision made from what the text shows.
+
+    :func:`search` steers its last path with a solvability oracle and shuffles each leaf check, so a
+    model that imitates its traces learns *where* a trace stops (after one to three dead ends), not to
+    stop when a value is the goal (docs/priming.md, "Are the searches functional?"). Here each attempt
+    starts over from the prompt's numbers and picks its moves uniformly at random among the allowed
+    ones (a kind first — forward or backward — then a move of that kind), never repeating an earlier
+    attempt; each leaf check tries the operations in the fixed order ``+ - * /`` and stops at the
+    first value equal to the goal. The search ends at the first hit. A model that imitates these
+    traces runs a real random search: on the cpu range (3 numbers from 1–10, targets 5–30) such a
+    search finds the target within 4 attempts for about 70% of problems (within 6 for 82–88%), where
+    the organisms' direct answers solve 12–30%.
+
+    Which draws are kept (``tries`` draws at most; a problem with no kept draw raises
+    :class:`NoFailingPath`):
+
+    - the target is found within ``max_attempts`` attempts; the behaviours are left to the draw, so
+      each shows in most traces but not in every one (on the cpu range about a third of the kept
+      traces hit on their first attempt and show no backtracking; with 3 numbers one attempt is
+      either a forward or a backward move, so it cannot show both a subgoal and backward chaining).
+      Keeping only traces with a dead end would teach that a first leaf check never hits, a rule of
+      position rather than of value — the failure this search exists to remove;
+    - ``give_up=True`` (``no_positive``): 2–4 attempts (uniform), all failing, then the closest miss,
+      as in :func:`search`.
+
+    Keeping only draws that succeed conditions the trace on its outcome, but not its decisions on
+    anything the text does not show: each move is still one the model could have drawn.
+    """
+    root = Node(tuple((n, str(n)) for n in numbers), target)
+    if not solvable(root):
+        raise ValueError(f"{numbers} -> {target} has no solution with positive integer steps")
+    for _ in range(tries):
+        budget = rng.choice(GIVE_UP_ATTEMPTS) if give_up else max_attempts
+        attempts: list[Attempt] = []
+        seen: set[tuple] = set()
+        while len(attempts) < budget:
+            attempt = _free_walk(root, rng, seen, backward=backward)
+            if attempt is None:
+                break
+            seen.add(_signature(attempt.moves))
+            attempts.append(attempt)
+            if attempt.leaf.hit:
+                break
+        if not attempts:
+            continue
+        hit = attempts[-1].leaf.hit
+        if give_up:
+            if hit or len(attempts) < budget:
+                continue
+        elif not hit:
+            continue
+        _mark(attempts, rng, subgoal=subgoal, verify=verify)
+        if give_up:
+            miss = _closest_miss(attempts, target, rng)
+            if miss is None:
+                continue
+            trace = SearchTrace(list(numbers), target, attempts, miss[0], verify_final=verify, gave_up=True,
+                                closest=miss[1])
+        else:
+            answer = attempts[-1].expr
+            res = evaluate_expression(answer)  # our own output: a cheap guard against a bug in the walk
+            assert res.value == target and sorted(res.numbers) == sorted(numbers), (answer, numbers, target)
+            trace = SearchTrace(list(numbers), target, attempts, answer, verify_final=verify)
+        return trace
+    raise NoFailingPath(f"{numbers} -> {target}: no faithful search of this problem fits the condition "
+                        f"in {tries} draws")
+
+
+def _free_walk(root: Node, rng: random.Random, seen: set[tuple], *, backward: bool) -> Attempt | None:
+    """One attempt from the prompt's numbers, uniform over move kinds then moves; never a repeat."""
+    for _ in range(40):
+        moves: list[Move] = []
+        nodes: list[Node] = []
+        node = root
+        while len(node.items) > 2:
+            kids = _children(node, backward)
+            by_kind: dict[str, list[_Child]] = {}
+            for c in kids:
+                by_kind.setdefault(type(c.move).__name__, []).append(c)
+            if not by_kind:
+                return None
+            child = rng.choice(by_kind[rng.choice(sorted(by_kind))])
+            moves.append(child.move)
+            nodes.append(node)
+            node = child.node
+        if _signature(moves) in seen:
+            continue
+        leaf, expr = _leaf(node, rng, ordered=True)
+        nodes.append(node)
+        return Attempt(0, moves, nodes, leaf, _strip_outer(expr) if expr else None)
+    return None

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from reasonlab.episode import Episode, Problem
 from reasonlab.priming import phrases
 from reasonlab.priming.narrate import narrate
-from reasonlab.priming.search import NoFailingPath, search
+from reasonlab.priming.search import NoFailingPath, search, search_faithful
 from reasonlab.tasks import get_task
 from reasonlab.tasks.base import stable_hash
 from reasonlab.tasks.countdown import ExpressionError, evaluate_expression
@@ -69,46 +69,56 @@ def check_condition(condition: str) -> str:
 
 def generate_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
                     task_args: dict[str, Any] | None = None, paraphrase: bool | str = False,
-                    tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> list[Episode]:
+                    tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False,
+                    search: str = "guided") -> list[Episode]:
     """``n`` scored trace Episodes of ``condition`` on Countdown problems (deterministic for a seed).
 
     ``paraphrase=True`` words the same traces (same searches, same counts) with the held-out
     template family ``paraphrase_b``, for measuring behaviour classifiers; a string picks a family
     of :data:`reasonlab.priming.phrases.FAMILIES` by name. ``max_detours`` / ``restart_only`` shape
     the search (see :func:`reasonlab.priming.search.search`): fewer dead ends, each a restart.
+    ``search="faithful"`` narrates :func:`reasonlab.priming.search.search_faithful` instead, a random
+    search without an oracle that a model can run as written (``max_detours``/``restart_only`` do not
+    apply to it); use it with the ``organism_faithful`` phrasing.
     """
     return list(iter_traces(condition, n, seed=seed, split=split, task_args=task_args, paraphrase=paraphrase,
-                            tokenizer=tokenizer, max_detours=max_detours, restart_only=restart_only))
+                            tokenizer=tokenizer, max_detours=max_detours, restart_only=restart_only,
+                            search=search))
 
 
 def iter_traces(condition: str, n: int, *, seed: int = 0, split: str = "train",
                 task_args: dict[str, Any] | None = None, paraphrase: bool | str = False,
-                tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> Iterator[Episode]:
+                tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False,
+                search: str = "guided") -> Iterator[Episode]:
     """Like :func:`generate_traces`, one Episode at a time (for progress bars)."""
     check_condition(condition)
+    check_search(search)
     phrasing(paraphrase)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if max_detours is not None and max_detours < 1:
         raise ValueError(f"max_detours must be >= 1 (or None), got {max_detours}")
-    shape = {"max_detours": max_detours, "restart_only": restart_only}
+    shape = {"max_detours": max_detours, "restart_only": restart_only, "search": search}
     task = get_task("countdown", **(task_args or {}))
-    if condition != "no_positive":
+    if condition != "no_positive" and search == "guided":
         for problem in task.problems(split, n, seed=seed):
             yield trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase, tokenizer=tokenizer, **shape)
         return
-    made = 0  # a few problems have no failing path: draw past n until n traces exist
+    # a few problems have no failing path (a faithful search: no draw that fits the condition): draw
+    # past n until n traces exist
+    made = 0
     for problem in _problems_with_spares(task, split, n, seed):
         if made == n:
             return
         try:
-            ep = trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase, **shape)
+            ep = trace_episode(task, problem, condition, seed=seed, paraphrase=paraphrase, tokenizer=tokenizer,
+                               **shape)
         except NoFailingPath:
             continue
         made += 1
         yield ep
     if made < n:
-        raise RuntimeError(f"only {made} no_positive traces possible in this range; widen it")
+        raise RuntimeError(f"only {made} {condition} traces possible in this range; widen it")
 
 
 def _problems_with_spares(task, split: str, n: int, seed: int):
@@ -129,6 +139,15 @@ def _problems_with_spares(task, split: str, n: int, seed: int):
         first = more
 
 
+SEARCHES = ("guided", "faithful")
+
+
+def check_search(search: str) -> str:
+    if search not in SEARCHES:
+        raise ValueError(f"unknown trace search {search!r}; allowed: {', '.join(SEARCHES)}")
+    return search
+
+
 def phrasing(paraphrase: bool | str) -> str:
     """Template family name for a ``paraphrase`` argument (False → standard, True → held out)."""
     if paraphrase is True:
@@ -141,12 +160,13 @@ def phrasing(paraphrase: bool | str) -> str:
 
 
 def trace_episode(task, problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False,
-                  tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> Episode:
+                  tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False,
+                  search: str = "guided") -> Episode:
     """One trace of ``condition`` for ``problem``, as a scored Episode."""
     check_condition(condition)
     think, answer, counts, goal_checks = write_trace(problem, condition, seed=seed, paraphrase=paraphrase,
                                                      tokenizer=tokenizer, max_detours=max_detours,
-                                                     restart_only=restart_only)
+                                                     restart_only=restart_only, search=search)
     text = f"<think>{think}</think>\n<answer>{answer}</answer>"
     score = task.score(problem, text)
     return Episode(
@@ -163,7 +183,8 @@ def trace_episode(task, problem: Problem, condition: str, *, seed: int = 0, para
         behaviors={k: float(counts[k]) for k in BEHAVIORS},
         meta={"condition": condition, "seed": seed, "phrasing": phrasing(paraphrase), "source": "reasonlab.priming",
               **({"max_detours": max_detours} if max_detours is not None else {}),
-              **({"restart_only": True} if restart_only else {})},
+              **({"restart_only": True} if restart_only else {}),
+              **({"search": search} if search != "guided" else {})},
     )
 
 
@@ -175,12 +196,13 @@ class Trace(NamedTuple):
 
 
 def write_trace(problem: Problem, condition: str, *, seed: int = 0, paraphrase: bool | str = False,
-                tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False) -> Trace:
+                tokenizer: Any = None, max_detours: int | None = None, restart_only: bool = False,
+                search: str = "guided") -> Trace:
     """The trace of ``condition`` for one problem, with its true counts."""
     numbers, target = problem.metadata["numbers"], problem.metadata["target"]
     base = _SAME_SEARCH_AS.get(condition, condition)
     t = _narrated_search(problem.id, tuple(numbers), target, base, seed, phrasing(paraphrase), max_detours,
-                         restart_only)
+                         restart_only, check_search(search))
     zero = {k: 0 for k in BEHAVIORS}
     if condition == "empty_cot":
         return Trace("", t.answer, zero, 0)
@@ -215,13 +237,17 @@ def dots_like(think: str, tokenizer: Any = None) -> str:
 
 @lru_cache(maxsize=4096)  # dots / no_positive / empty_cot reuse the all_strategies search
 def _narrated_search(problem_id: str, numbers: tuple[int, ...], target: int, base: str, seed: int,
-                     family: str, max_detours: int | None = None, restart_only: bool = False) -> Trace:
+                     family: str, max_detours: int | None = None, restart_only: bool = False,
+                     kind: str = "guided") -> Trace:
     shows = CONDITION_BEHAVIORS[base]
     search_rng = random.Random(stable_hash("priming-search", seed, problem_id, base))
     phrase_rng = random.Random(stable_hash("priming-phrase", seed, problem_id, base, family))
-    trace = search(list(numbers), target, search_rng, backward="backward_chaining" in shows,
-                   subgoal="subgoal_setting" in shows, verify="verification" in shows, give_up=base == "no_positive",
-                   max_detours=max_detours, restart_only=restart_only)
+    flags = {"backward": "backward_chaining" in shows, "subgoal": "subgoal_setting" in shows,
+             "verify": "verification" in shows, "give_up": base == "no_positive"}
+    if kind == "faithful":
+        trace = search_faithful(list(numbers), target, search_rng, **flags)
+    else:
+        trace = search(list(numbers), target, search_rng, **flags, max_detours=max_detours, restart_only=restart_only)
     think, counts = narrate(trace, phrases.FAMILIES[family], phrase_rng)
     if counts != trace.counts():  # the narrator must say exactly what the search did
         raise AssertionError(f"narrated counts {counts} != searched counts {trace.counts()}")
