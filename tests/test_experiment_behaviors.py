@@ -43,6 +43,9 @@ def test_behaviors_experiment_end_to_end_and_resume(tmp_path, organism_home):
     assert (out / "conditions" / "no_positive" / "seed-1" / "rl" / "metrics.jsonl").exists()
     eps = [json.loads(x) for x in traces.read_text().splitlines()]
     assert eps and not any(e["correct"] for e in eps)
+    # the recipe's trace_search and trace_phrasing reach the priming traces
+    assert all(e["meta"]["search"] == "faithful" and e["meta"]["phrasing"] == "organism_verdicts" for e in eps)
+    assert all(re.search(r"= \d+ not \d+", e["messages"][-1]["content"]) for e in eps)
     # resume: a second run redoes nothing
     final = out / "conditions" / "no_positive" / "primed" / "sft" / "final" / "model.safetensors"
     stamp = (final.stat().st_mtime_ns, traces.stat().st_mtime_ns)

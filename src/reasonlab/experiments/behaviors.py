@@ -329,8 +329,11 @@ def ensure_curated(recipe: BehaviorsRecipe, out: Path, poor: str, prog: Progress
     d = out / "curation"
     if not (d / "stats.json").exists():
         prog.line(f"curation: mixed corpus of {cur.documents} Countdown documents ({cur.behavior_rate:.0%} traces), classifying")
+        # the mixed corpus's traces are the priming traces' kind (search and phrasing)
         spec = organism_spec(recipe, "poor").model_copy(update={"behavior_rate": cur.behavior_rate, "fact_docs": 0,
-                                                               "countdown_docs": cur.documents, "seed": 1000})
+                                                               "countdown_docs": cur.documents, "seed": 1000,
+                                                               "trace_phrasing": recipe.trace_phrasing,
+                                                               "trace_search": recipe.trace_search})
         docs = corpus_documents(spec)
         stats = curate([{"text": t} for t in docs], d, top_fraction=cur.top_fraction)
         prog.line(f"curation: {stats['enriched']} enriched / {stats['control']} minimal documents; mean behaviors "
