@@ -263,7 +263,8 @@ def _walk(start: Node, prefix: list[Move], prefix_nodes: list[Node], rng: random
 
 
 class NoFailingPath(ValueError):
-    """``give_up`` was asked for, but every path of this problem reaches the target."""
+    """No trace of this problem fits the condition: ``give_up`` was asked for but every path reaches the
+    target, or (:func:`search_faithful`) no draw found the target within its attempts. The problem is skipped."""
 
 
 def search(numbers: list[int], target: int, rng: random.Random, *, backward: bool = False,
