@@ -174,6 +174,15 @@ def test_parallel_workers_give_the_same_table(tmp_path, organism_home):
     # primed in a worker of its own, beside the RL runs that need no priming; its time is reported
     timings = json.loads((out / "timings.json").read_text())
     assert "no_positive priming (SFT + competence; 0 when cached)" in timings and "none seed 1" in timings
+    worked = {k: v for k, v in timings.items() if v > 5}
+    assert worked, timings
+    # resumed, every stage is found done; the report keeps the time each took the first time
+    r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    again = json.loads((out / "timings.json").read_text())
+    assert {k: again[k] for k in worked} == worked
+    report = (out / "report.md").read_text()
+    assert all(f"| {k} | {v:.0f} |" in report for k, v in worked.items())
     # priming_replay: the base's own pretraining documents are SFT data next to the traces
     primed = out / "conditions" / "no_positive" / "primed"
     replay = [json.loads(x) for x in (primed / "replay.jsonl").read_text().splitlines()]

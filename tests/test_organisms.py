@@ -176,7 +176,9 @@ def test_curation_replay_mixes_the_same_base_documents_into_both_subsets(ci_poor
     from reasonlab.organisms import load_corpus_file
 
     ci = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "countdown-behaviors-ci.yaml").read_text())
-    recipe = BehaviorsRecipe(**{**ci, "conditions": ["none", "curated_enriched", "curated_minimal"],
+    # a base spec with a copy warm-up: continued pretraining must not repeat it (the base has had it)
+    organism = {**ci.get("organism", {}), "copy_warmup": {"steps": 3, "batch_size": 2, "seq_len": 32, "mix": 0.2}}
+    recipe = BehaviorsRecipe(**{**ci, "organism": organism, "conditions": ["none", "curated_enriched", "curated_minimal"],
                                 "curation": {"documents": 100, "steps": 2, "replay": 20}})
     paths = ensure_curated(recipe, tmp_path, str(ci_poor), Progress(1, enabled=False))
     d = tmp_path / "curation"
@@ -191,6 +193,10 @@ def test_curation_replay_mixes_the_same_base_documents_into_both_subsets(ci_poor
     assert extra["enriched"] == extra["control"] and sum(extra["enriched"].values()) == 20
     assert set(paths) == {"curated_enriched", "curated_minimal"}
     assert all((Path(p) / "config.json").exists() for p in paths.values())
+    for p in paths.values():
+        meta = json.loads((Path(p) / "reasonlab.json").read_text())
+        assert meta["organism"]["copy_warmup"] is None and "copy_warmup" not in meta
+        assert meta["organism"]["init_from"] == str(ci_poor) and meta["organism"]["steps"] == 2
 
 
 def _preset_specs():

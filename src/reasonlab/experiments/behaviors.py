@@ -353,9 +353,10 @@ def ensure_curated(recipe: BehaviorsRecipe, out: Path, poor: str, prog: Progress
                 tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
                 tmp.rename(mixed)
             corpus = mixed
+        # no copy warm-up: the base has had it (its copy documents would also be mixed into the subset)
         spec = OrganismSpec(**{**base.model_dump(), "name": f"poor-{c}", "init_from": poor,
                                "corpus": str(corpus), "steps": cur.steps, "lr": cur.lr,
-                               "warmup": min(20, cur.steps // 5)})
+                               "warmup": min(20, cur.steps // 5), "copy_warmup": None})
         from reasonlab.organisms import organism_path
 
         worked = not (organism_path(spec) / "config.json").exists()
@@ -884,13 +885,25 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
     prog.skip_known({k for k in known if k[2] == "rl"})
     prog.skip_known({k for k in known if k[2] == "sft"}, units_each=pu)
     timings: dict[str, float] = {}
+    timings_file = out / "timings.json"
+    earlier = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+
+    def record(stage: str, seconds: float, cached: bool | None = None) -> None:
+        """Note a stage's time and write timings.json at once, so a run interrupted later keeps it. A
+        stage found done (``cached``; unknown: it took ≤ 5 s) keeps the time it took the first time."""
+        cached = seconds <= 5 if cached is None else cached
+        timings[stage] = earlier.get(stage, seconds) if cached else seconds
+        tmp = timings_file.with_suffix(".partial")
+        tmp.write_text(json.dumps({**earlier, **timings}, indent=1))
+        tmp.replace(timings_file)
+
     t0 = time.time()
     bases = ensure_bases(recipe, out, prog)
-    timings["bases (pretraining + competence; 0 when cached)"] = time.time() - t0
+    record("bases (pretraining + competence; 0 when cached)", time.time() - t0)
     t0 = time.time()
     curated = ensure_curated(recipe, out, bases.get("poor", ""), prog)
     if curated:
-        timings["curated continued pretraining"] = time.time() - t0
+        record("curated continued pretraining", time.time() - t0)
     rows: list[dict[str, Any]] = []
     jobs = [(c, seed) for seed in recipe.seeds for c in recipe.conditions]
 
@@ -899,7 +912,7 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
         if recipe.judge:
             judge_run(recipe.judge, rl_dir, Path(recipe.judge.cache or out / "judge-cache.sqlite"), prog,
                       f"{c} seed {seed}")
-        timings[f"{c} seed {seed}"] = seconds
+        record(f"{c} seed {seed}", seconds, cached=(c, seed, "rl") in known)
         rows = collect_results(out, recipe.conditions, recipe.seeds)  # results so far, after every run
         write_results(out, rows)
 
@@ -910,12 +923,8 @@ def run_behaviors(recipe: BehaviorsRecipe, *, show_progress: bool = True) -> Pat
             finished(c, seed, run_condition(recipe, out, c, seed, start, prog, show_progress=False), time.time() - t0)
     else:
         run_parallel(recipe, out, jobs, {c: curated.get(c) or bases[base_of(c)] for c in recipe.conditions}, prog, finished,
-                     primed=lambda c, seconds: timings.__setitem__(f"{c} priming (SFT + competence; 0 when cached)", seconds))
+                     primed=lambda c, seconds: record(f"{c} priming (SFT + competence; 0 when cached)", seconds,
+                                                      cached=any(k[0] == c and k[2] == "sft" for k in known)))
     plots = plot_results(out, rows)
-    prev = out / "timings.json"
-    if prev.exists():  # a resumed run keeps the time its earlier stages took
-        old = json.loads(prev.read_text())
-        timings = {k: (v if v > 5 else old.get(k, v)) for k, v in timings.items()}
-    prev.write_text(json.dumps(timings, indent=1))
     write_report(out, recipe, rows, plots, timings)
     return out
