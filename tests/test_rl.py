@@ -43,6 +43,8 @@ def cfg_for(model, out, **kw):
     ("rloo", {"loss": {"kl_coef": 0.05, "kl_in_reward": True, "agg": "sequence"}}),
     ("ppo", {"critic": "model", "loss": {"kl_coef": 0.01, "kl_in_reward": True}, "optim": {"epochs": 2, "minibatch_size": 8}}),
     ("ppo", {"critic": "head", "loss": {"clip_high": 0.28}}),
+    ("ppo", {"critic": "head", "loss": {"kl_coef": 0.05, "kl_in_reward": True, "kl_estimator": "k1",
+                                        "kl_reward_norm": "mean"}}),
 ])
 def test_algorithms_run_log_and_checkpoint(letter_model, tmp_path, algorithm, extra):
     cfg = cfg_for(letter_model, tmp_path / "run", algorithm=algorithm, **extra)

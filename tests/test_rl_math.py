@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from reasonlab.train.rl.advantages import gae, group_advantages, outcome_token_rewards, rloo_advantages
+from reasonlab.train.rl.advantages import (gae, group_advantages, kl_reward_penalty, outcome_token_rewards,
+                                           rloo_advantages)
 from reasonlab.train.rl.losses import aggregate, clipped_policy_loss, kl_penalty, token_logprobs, value_loss
 
 
@@ -27,6 +28,19 @@ def test_rloo_by_hand():
     assert torch.allclose(a, 4 / 3 * (r - r.mean()))
     with pytest.raises(ValueError):
         rloo_advantages(r, 1)
+
+
+def test_in_reward_kl_sum_taxes_length_and_mean_does_not():
+    # two responses with the same per-token KL 0.2: 2 policy tokens (after a prompt token) and 6
+    mask = torch.tensor([[0, 1, 1, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1, 1]])
+    kl = torch.full(mask.shape, 0.2) * mask
+    total = kl_reward_penalty(kl, mask, 0.05, "sum").sum(1)
+    assert torch.allclose(total, torch.tensor([0.05 * 0.4, 0.05 * 1.2]))  # grows with length
+    pen = kl_reward_penalty(kl, mask, 0.05, "mean")
+    assert torch.allclose(pen.sum(1), torch.tensor([0.05 * 0.2, 0.05 * 0.2]))  # β × mean KL for both
+    assert torch.all(pen[mask == 0] == 0)
+    with pytest.raises(ValueError, match="kl_reward_norm"):
+        kl_reward_penalty(kl, mask, 0.05, "max")
 
 
 def test_gae_by_hand_with_tool_tokens_skipped():

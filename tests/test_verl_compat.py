@@ -247,6 +247,10 @@ def test_study_configs_compose_strictly_and_turn_kl_on(tmp_path, tiny):
     assert conf.custom_reward_function.path is None  # the legacy key is not what we rely on
     without = {k: v for k, v in ppo.items() if k != "algorithm.use_kl_in_reward"}
     assert not need_reference_policy(verl_config(without))  # the old command: no reference, no KL
+    cfg = study_rl_config("ppo", model=tiny)
+    mean = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"kl_reward_norm": "mean"})})
+    with pytest.raises(ValueError, match="kl_reward_norm"):  # no verl equivalent: refused, not dropped
+        verl_overrides(mean, data_dir=tmp_path, n_gpus=4)
 
     grpo = verl_overrides(study_rl_config("grpo", model=tiny), data_dir=tmp_path, n_gpus=4)
     conf = verl_config(grpo)

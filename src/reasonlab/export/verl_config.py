@@ -118,6 +118,9 @@ def verl_overrides(
     in_reward = kl_on and loss.kl_in_reward
     ov["algorithm.use_kl_in_reward"] = in_reward
     ov["actor_rollout_ref.actor.use_kl_loss"] = kl_on and not in_reward
+    if in_reward and loss.kl_reward_norm != "sum":
+        raise ValueError("loss.kl_reward_norm: verl's in-reward KL is the per-token sum (kl_reward_norm: sum); "
+                         "'mean' has no verl equivalent — set it to sum, or put the KL in the loss (kl_in_reward: false)")
     if in_reward:
         ov["algorithm.kl_ctrl.type"] = "fixed"
         ov["algorithm.kl_ctrl.kl_coef"] = loss.kl_coef

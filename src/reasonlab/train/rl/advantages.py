@@ -78,6 +78,20 @@ def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return out
 
 
+def kl_reward_penalty(kl_tok: torch.Tensor, mask: torch.Tensor, coef: float, norm: str = "sum") -> torch.Tensor:
+    """The in-reward KL charge per token ([B, T]), to subtract from the token rewards.
+
+    ``sum``: coef·KL_t on every policy token, so a response pays coef·Σ_t KL_t in all — a tax that grows
+    with its length at equal per-token divergence (PPO/InstructGPT and verl's ``use_kl_in_reward``).
+    ``mean``: coef·KL_t / n_tokens, so a response pays coef × its mean per-token KL whatever its length."""
+    pen = coef * kl_tok.float() * mask.float()
+    if norm == "mean":
+        pen = pen / mask.float().sum(1, keepdim=True).clamp(min=1)
+    elif norm != "sum":
+        raise ValueError(f"kl_reward_norm must be 'sum' or 'mean', got {norm!r}")
+    return pen
+
+
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """Normalise ``x`` over the masked positions (used on PPO advantages)."""
     m = mask.float()

@@ -46,6 +46,9 @@ class LossSettings(Strict):
     kl_coef: float = Field(0.0, ge=0)
     kl_estimator: Literal["k1", "k3"] = "k3"
     kl_in_reward: bool = Field(False, description="True: −β·KL per token in the reward (PPO style); False: in the loss")
+    kl_reward_norm: Literal["sum", "mean"] = Field(
+        "sum", description="with kl_in_reward: 'sum' charges a response β·Σ_t KL_t (grows with its length); "
+        "'mean' charges β·mean_t KL_t, spread over its tokens (length-neutral)")
     entropy_coef: float = Field(0.0, ge=0)
     vf_coef: float = Field(0.5, ge=0)
     value_clip: float | None = 0.2

@@ -448,14 +448,14 @@ class RLTrainer:
         if cfg.algorithm == "ppo":
             token_rewards = A.outcome_token_rewards(rewards, mask)
             if kl_tok is not None and cfg.loss.kl_in_reward:
-                token_rewards = token_rewards - cfg.loss.kl_coef * kl_tok
+                token_rewards = token_rewards - A.kl_reward_penalty(kl_tok, mask, cfg.loss.kl_coef, cfg.loss.kl_reward_norm)
             adv, returns = A.gae(token_rewards, values, mask, cfg.loss.gamma, cfg.loss.lam)
             if cfg.loss.whiten_advantages:
                 adv = whiten_global(adv, mask)
         else:
             r = rewards
             if kl_tok is not None and cfg.loss.kl_in_reward:
-                r = r - cfg.loss.kl_coef * kl_tok.sum(1)
+                r = r - A.kl_reward_penalty(kl_tok, mask, cfg.loss.kl_coef, cfg.loss.kl_reward_norm).sum(1)
             if cfg.algorithm == "rloo":
                 seq_adv = A.rloo_advantages(r, cfg.rollout.n)
             else:
