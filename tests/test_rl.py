@@ -55,7 +55,7 @@ def test_algorithms_run_log_and_checkpoint(letter_model, tmp_path, algorithm, ex
         assert all(isinstance(v, (int, float)) and v == v for v in r.values())  # finite, no NaN
         assert r["ratio"] == pytest.approx(1.0, abs=0.2)
     assert "eval/pass@1" in rows[-1] and "eval/pass@2" in rows[-1]
-    if "kl_coef" in extra.get("loss", {}) and not extra["loss"].get("kl_in_reward"):
+    if "kl_coef" in extra.get("loss", {}):  # in the loss or in the reward, the KL is logged
         assert "kl" in rows[-1]
     if algorithm == "ppo":
         assert "value_loss" in rows[-1]
@@ -236,6 +236,19 @@ def test_forward_logp_on_kept_positions_equals_full_logits(letter_model, tmp_pat
     assert logp.shape == want.shape and m.sum() > 0
     assert torch.allclose(logp[m.bool()], want[m.bool()], atol=1e-5)
     assert torch.allclose(ent[m.bool()], want_ent[m.bool()], atol=1e-4)
+    # right padding beyond the micro-batch's longest sequence is cut: extra padding columns, or a
+    # micro-batch of the shortest sequences, give the same log-probs, zero-padded to the batch's width
+    wide = {k: (torch.nn.functional.pad(v, (0, 7), value=tr.pad_id if k == "tokens" else 0) if v.dim() == 2 else v)
+            for k, v in b.items()}
+    short = torch.argsort(b["attn"].sum(1))[:2]
+    with torch.no_grad():
+        _, logp_wide, _ = tr.forward_logp(tr.policy, wide, idx)
+        _, logp_short, _ = tr.forward_logp(tr.policy, b, short)
+    assert logp_wide.shape == (len(eps), b["tokens"].shape[1] + 7) and torch.all(logp_wide[:, -7:] == 0)
+    assert torch.allclose(logp_wide[:, : logp.shape[1]][m.bool()], logp[m.bool()], atol=1e-5)
+    assert logp_short.shape == (2, logp.shape[1])
+    assert torch.allclose(logp_short[m[short].bool()], logp[short][m[short].bool()], atol=1e-5)
+    assert torch.all(logp_short[:, int(b["attn"][short].sum(1).max()):] == 0)
     # and the sampler's own log-probs agree with the trainer's (same fp32 weights)
     sampled = torch.zeros_like(logp)
     for i, e in enumerate(eps):

@@ -322,8 +322,12 @@ class RLTrainer:
         log-softmax over a 49k vocabulary at every prompt position was most of a CPU step's
         non-matmul time. ``log π = x[tok] − logsumexp(x)`` avoids materialising the log-softmax.
         """
-        tokens, attn = b["tokens"][idx].to(self.device), b["attn"][idx].to(self.device)
-        B, T = tokens.shape
+        T_full = b["tokens"].shape[1]
+        # right padding past the micro-batch's longest sequence is cut (causal attention: it never
+        # changes an earlier position) and the outputs are zero-padded back to the batch's width
+        T = int(b["attn"][idx].sum(1).max())
+        tokens, attn = b["tokens"][idx, :T].to(self.device), b["attn"][idx, :T].to(self.device)
+        B = tokens.shape[0]
         policy_pos = b["mask"][idx][:, 1:].any(0).nonzero()  # positions (minus 1) of policy tokens
         first = int(policy_pos[0]) + 1 if len(policy_pos) else T - 1
         kw = {"logits_to_keep": T - first + 1} if accepts_logits_to_keep(model) else {}
@@ -342,12 +346,19 @@ class RLTrainer:
                 x = pred if entropy == "grad" else pred.detach()
                 e = (lse if entropy == "grad" else lse.detach()) - (torch.softmax(x, dim=-1) * x).sum(-1)
             ent = torch.cat([pad, e], dim=1)
-        return ent, logp, (out.hidden_states[-1] if hidden else None)
+        h = out.hidden_states[-1] if hidden else None
+        if T < T_full:
+            logp = nn.functional.pad(logp, (0, T_full - T))
+            ent = nn.functional.pad(ent, (0, T_full - T)) if ent is not None else None
+            h = nn.functional.pad(h, (0, 0, 0, T_full - T)) if h is not None else None
+        return ent, logp, h
 
     def values_for(self, b: dict, idx: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
         if self.critic is not None:
             with self.autocast():
-                return self.critic(b["tokens"][idx].to(self.device), b["attn"][idx].to(self.device))
+                T = int(b["attn"][idx].sum(1).max())  # cut right padding, as forward_logp does
+                v = self.critic(b["tokens"][idx, :T].to(self.device), b["attn"][idx, :T].to(self.device))
+                return nn.functional.pad(v, (0, b["tokens"].shape[1] - T))
         return self.value_head(hidden)
 
     # ------------------------------------------------------------------ one step
@@ -415,8 +426,12 @@ class RLTrainer:
         B = len(episodes)
         mask = b["mask"].to(self.device)
         mask[:, 0] = 0
-        allidx = torch.arange(B)
         mbs = cfg.optim.micro_batch_size
+        # micro-batches of similar length: each is cut to its own longest sequence (forward_logp),
+        # so a 30-token answer is not padded to a 448-token search's width
+        lengths = b["attn"].sum(1)
+        by_len = lambda ix: ix[torch.argsort(lengths[ix], stable=True)]  # noqa: E731
+        allidx = by_len(torch.arange(B))
 
         mb_size = cfg.optim.minibatch_size // world() if cfg.optim.minibatch_size else B
         # Exactly on-policy (one epoch, one minibatch, no value or in-reward KL needing the old
@@ -473,7 +488,7 @@ class RLTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 n_tok = torch.tensor(dist_sum(mask[mb].sum().item())).clamp(min=1)
                 n_seq = int(dist_sum(len(mb)))
-                for idx in chunks(mb, mbs):
+                for idx in chunks(by_len(mb), mbs):
                     ent, logp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None,
                                                      entropy="grad" if cfg.loss.entropy_coef > 0 else "value")
                     m = mask[idx]
@@ -537,6 +552,8 @@ class RLTrainer:
                 row[f"task/{t}/reward"] = v["mean_reward"]
         for k, v_ in stats.items():
             row[k] = dist_sum(sum(v_) / len(v_)) / world()
+        if kl_tok is not None and cfg.loss.kl_in_reward:  # per-token KL to the reference, before the update
+            row["kl"] = dist_sum(kl_tok.sum().item()) / max(dist_sum(mask.sum().item()), 1)
         return row
 
     def agg(self, per_token: torch.Tensor, m: torch.Tensor, n_tok: torch.Tensor, n_seq: int) -> torch.Tensor:
