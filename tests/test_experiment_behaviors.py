@@ -55,6 +55,37 @@ def test_behaviors_experiment_end_to_end_and_resume(tmp_path, organism_home):
     assert list(csv.DictReader((out / "results.csv").open())) == rows
 
 
+def test_a_second_experiment_takes_the_primed_model_from_the_cache(tmp_path, organism_home):
+    """The same base, traces and SFT settings: the second run's priming is the cached model, not a new SFT."""
+    import yaml
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(conditions=["no_positive"], seeds=[0], traces=12)  # a key no other test makes
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    outs = [tmp_path / "one", tmp_path / "two"]
+    logs = []
+    for out in outs:
+        r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(cfg), "--out", str(out), "--quiet"])
+        assert r.exit_code == 0, r.output
+        logs.append(r.output)
+    primed = [out / "conditions" / "no_positive" / "primed" for out in outs]
+    assert "priming SFT on" in logs[0] and "priming SFT on" not in logs[1]
+    assert re.search(r"primed model no_positive-[0-9a-f]{12} cached", logs[1])
+    assert (primed[0] / "sft" / "log_history.json").exists() and not (primed[1] / "sft" / "log_history.json").exists()
+    w = [(p / "sft" / "final" / "model.safetensors").read_bytes() for p in primed]
+    assert w[0] == w[1]
+    assert json.loads((primed[1] / "competence.json").read_text()) == json.loads((primed[0] / "competence.json").read_text())
+    stored = list((organism_home / "models" / "primed").glob("no_positive-*/config.json"))
+    assert stored
+    # other traces are another key: primed anew
+    recipe["traces"] = 10
+    cfg.write_text(yaml.safe_dump(recipe))
+    r = CliRunner().invoke(app, ["run", "countdown-behaviors", "--config", str(cfg), "--out", str(tmp_path / "three"),
+                                 "--quiet"])
+    assert r.exit_code == 0 and "priming SFT on" in r.output, r.output
+
+
 def test_interrupted_experiment_resumes(tmp_path, organism_home):
     """A run stopped part-way (a condition's RL run deleted after its first checkpoint) finishes on re-run."""
     import shutil

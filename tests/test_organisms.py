@@ -228,6 +228,43 @@ def test_shipped_organisms_are_the_presets_own(tmp_path, monkeypatch):
     assert {organism_source(s) for _, _, s in _preset_specs()} == {"pretrain"}
 
 
+def test_cpu_presets_primed_models_are_shipped_under_their_keys(tmp_path, monkeypatch):
+    """The cpu preset's three primed models ship under the key of the traces the preset generates today
+    and its SFT settings (reasonlab.priming.cache): a change to the trace generator, the preset's
+    priming or SFT settings, or the shipped poor base fails here instead of silently training 26 minutes."""
+    from transformers import AutoTokenizer
+
+    from reasonlab.config import load_config
+    from reasonlab.episode import append_jsonl
+    from reasonlab.experiments.behaviors import BehaviorsRecipe, organism_spec
+    from reasonlab.organisms import shipped_dir
+    from reasonlab.priming.cache import find_primed, primed_key
+    from reasonlab.priming.traces import generate_traces
+    from reasonlab.train.sft import SFTSettings
+
+    monkeypatch.setenv("REASONLAB_HOME", str(tmp_path))
+    r = load_config(BehaviorsRecipe, "recipes/countdown-behaviors-cpu.yaml", {})
+    start = shipped_dir() / organism_path(organism_spec(r, "poor")).name
+    tok = AutoTokenizer.from_pretrained(start)
+    for c in ("all_strategies", "empty_cot", "no_positive"):
+        eps = generate_traces(c, r.traces, seed=r.priming_seed, task_args=r.task_args, tokenizer=tok,
+                              paraphrase=r.trace_phrasing, max_detours=r.trace_max_detours,
+                              restart_only=r.trace_restart_only, search=r.trace_search)
+        traces = tmp_path / f"{c}.jsonl"
+        append_jsonl(traces, eps)
+        sft = SFTSettings.model_validate({**r.sft, "model": str(start), "data": [str(traces)], "out": "x",
+                                          "seed": r.priming_seed})
+        key = primed_key(start, c, [traces], sft.model_dump(mode="json"))
+        found = find_primed(c, key)
+        assert found is not None and found[1] == "shipped", f"{c}: primed-{c}-{key} is not shipped"
+        rep = json.loads((found[0] / "competence.json").read_text())
+        assert rep["accuracy"] > 0.1 and rep["format_rate"] > 0.5, (c, rep)  # it solves problems before RL
+    assert find_primed(c, key)[1] == "cached"  # copied into the cache the first time
+    monkeypatch.setenv("REASONLAB_HOME", str(tmp_path / "other"))
+    monkeypatch.setenv("REASONLAB_SHIPPED_ORGANISMS", "0")
+    assert find_primed(c, key) is None  # primed here instead
+
+
 def test_shipped_organism_is_copied_not_pretrained_and_is_competent(tmp_path, monkeypatch):
     """The cpu preset's behavior-poor base comes from the shipped weights in a second and has a
     base model's competencies: arithmetic beyond the facts it saw, Countdown solved at step 0."""

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -370,6 +371,7 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
     """Traces → SFT (priming conditions) → RL for one condition and seed; returns the RL run directory
     (``rl=False``: stops after priming)."""
     from reasonlab.config import validate
+    from reasonlab.priming.cache import cache_path, find_primed, primed_key, restore, store_primed
     from reasonlab.priming.traces import CONDITIONS, generate_traces
     from reasonlab.train.rl.config import RLConfig
     from reasonlab.train.rl.engine import train_rl
@@ -407,11 +409,24 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
                 tmp.rename(replay)
             data.append(str(replay))
         final = pd / "sft" / "final"
-        sft_worked = not (final / "config.json").exists()
+        sft = validate(SFTSettings, {**recipe.sft, "model": start, "data": data, "out": str(pd / "sft"),
+                                     "seed": prime_seed}, f"{condition}: sft")
+        # the same base weights, traces and SFT settings make the same primed model: take it from the
+        # cache or the shipped ones (reasonlab.priming.cache) instead of training it again
+        key = primed_key(start, condition, data, sft.model_dump(mode="json"))
+        sft_worked = False
+        if not (final / "config.json").exists():
+            found = find_primed(condition, key)
+            if found is not None:
+                restore(found[0], final)
+                if (found[0] / "competence.json").exists() and not (pd / "competence.json").exists():
+                    shutil.copy2(found[0] / "competence.json", pd / "competence.json")
+                prog.line(f"{tag}: primed model {found[0].name} " + ("from the shipped weights "
+                          "(REASONLAB_SHIPPED_ORGANISMS=0 trains it here)" if found[1] == "shipped" else "cached"))
+            else:
+                sft_worked = True
         if sft_worked:
             t0 = time.time()
-            sft = validate(SFTSettings, {**recipe.sft, "model": start, "data": data, "out": str(pd / "sft"),
-                                         "seed": prime_seed}, f"{condition}: sft")
             prog.line(f"{tag}: priming SFT on {recipe.traces} traces"
                       + (f" + {recipe.priming_replay} replayed base documents" if recipe.priming_replay else ""))
             train_sft(sft, show_progress=show_progress)
@@ -427,6 +442,8 @@ def run_condition(recipe: BehaviorsRecipe, out: Path, condition: str, seed: int,
                                     fact_max=_fact_max(recipe), **recipe.competence)
             comp_path.write_text(json.dumps(rep, indent=2))
             prog.line(f"{tag}: primed model: {format_report(rep)}")
+        if not (cache_path(condition, key) / "config.json").exists():
+            store_primed(final, condition, key, comp_path)
         prog.advance(priming_units(recipe), sft_worked, key=(condition, seed, "sft"))
         model = str(final)
     rl_dir = d / "rl"
