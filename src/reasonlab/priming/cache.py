@@ -54,11 +54,11 @@ def shipped_path(condition: str, key: str) -> Path:
     return shipped_dir() / f"primed-{condition}-{key}"
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _copy(src: Path, dst: Path, names: tuple[str, ...] = KEEP) -> None:
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in KEEP:
+    for name in names:
         if (src / name).exists():
             shutil.copy2(src / name, tmp / name)
     shutil.rmtree(dst, ignore_errors=True)
@@ -91,5 +91,4 @@ def store_primed(final: str | os.PathLike, condition: str, key: str, competence:
 def restore(src: Path, final: Path) -> None:
     """Copy a stored primed model into a run's ``sft/final`` (its competence report stays in the store)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    _copy(src, final)
-    (final / "competence.json").unlink(missing_ok=True)
+    _copy(src, final, tuple(n for n in KEEP if n != "competence.json"))

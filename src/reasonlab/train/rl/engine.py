@@ -311,6 +311,14 @@ class RLTrainer:
         out = self.curriculum.problems_for(step, self.cfg.rollout.prompts_per_step)
         return out[rank():: world()]  # with several processes each rollouts its share of whole groups
 
+    def cut_padding(self, b: dict, idx: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(T, tokens, attention mask) of micro-batch ``idx`` cut to its longest sequence, on the device.
+
+        Right padding past it never changes an earlier position (causal attention), so callers
+        zero-pad their outputs back to the batch's width."""
+        T = int(b["attn"][idx].sum(1).max())
+        return T, b["tokens"][idx, :T].to(self.device), b["attn"][idx, :T].to(self.device)
+
     def forward_logp(self, model: nn.Module, b: dict, idx: torch.Tensor, *, hidden: bool = False,
                      entropy: str | None = None):
         """log π(tokens[t] | tokens[<t]) as [B, T] (0 before the first policy token of the micro-batch),
@@ -323,10 +331,7 @@ class RLTrainer:
         non-matmul time. ``log π = x[tok] − logsumexp(x)`` avoids materialising the log-softmax.
         """
         T_full = b["tokens"].shape[1]
-        # right padding past the micro-batch's longest sequence is cut (causal attention: it never
-        # changes an earlier position) and the outputs are zero-padded back to the batch's width
-        T = int(b["attn"][idx].sum(1).max())
-        tokens, attn = b["tokens"][idx, :T].to(self.device), b["attn"][idx, :T].to(self.device)
+        T, tokens, attn = self.cut_padding(b, idx)
         B = tokens.shape[0]
         policy_pos = b["mask"][idx][:, 1:].any(0).nonzero()  # positions (minus 1) of policy tokens
         first = int(policy_pos[0]) + 1 if len(policy_pos) else T - 1
@@ -355,10 +360,10 @@ class RLTrainer:
 
     def values_for(self, b: dict, idx: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
         if self.critic is not None:
+            T, tokens, attn = self.cut_padding(b, idx)
             with self.autocast():
-                T = int(b["attn"][idx].sum(1).max())  # cut right padding, as forward_logp does
-                v = self.critic(b["tokens"][idx, :T].to(self.device), b["attn"][idx, :T].to(self.device))
-                return nn.functional.pad(v, (0, b["tokens"].shape[1] - T))
+                v = self.critic(tokens, attn)
+            return nn.functional.pad(v, (0, b["tokens"].shape[1] - T))
         return self.value_head(hidden)
 
     # ------------------------------------------------------------------ one step
