@@ -242,3 +242,51 @@ def test_parallel_workers_pretrain_both_bases_side_by_side(tmp_path, monkeypatch
     assert organisms == ["poor", "rich"]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {r["condition"] for r in rows} == {"none", "rich_base"}
+
+
+def test_the_longest_run_goes_first(tmp_path):
+    """The parallel scheduler picks, of the ready RL runs, the one whose start model writes the longest
+    responses (its competence report); a run whose start has no report yet goes first."""
+    from reasonlab.experiments.behaviors import expected_tokens, longest_first
+
+    def report(path: Path, tokens: float) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "competence.json").write_text(json.dumps({"response_tokens": tokens}))
+
+    report(tmp_path / "bases" / "poor", 30.0)
+    report(tmp_path / "bases" / "rich", 114.0)
+    report(tmp_path / "conditions" / "all_strategies" / "primed", 314.0)
+    report(tmp_path / "conditions" / "empty_cot" / "primed", 12.0)
+    assert expected_tokens(tmp_path, "none") == 30.0 and expected_tokens(tmp_path, "rich_base") == 114.0
+    assert expected_tokens(tmp_path, "no_positive") == float("inf")  # not primed yet
+    ready = [("none", 0), ("empty_cot", 0), ("rich_base", 0), ("none", 1), ("all_strategies", 0), ("rich_base", 1)]
+    order = []
+    while ready:
+        order.append(ready.pop(longest_first(ready, tmp_path)))
+    assert order == [("all_strategies", 0), ("rich_base", 0), ("rich_base", 1), ("none", 0), ("none", 1), ("empty_cot", 0)]
+    (tmp_path / "bases" / "poor" / "competence.json").write_text("{broken")
+    assert expected_tokens(tmp_path, "none") == float("inf")
+
+
+def test_rich_base_continues_the_poor_bases_pretraining(tmp_path, organism_home):
+    """bases.rich.init_from: poor — the rich organism starts from the poor one's weights and tokenizer
+    (hashed by their content) and continues on its own corpus; a cycle is refused by name."""
+    import yaml
+
+    from reasonlab.experiments.behaviors import BehaviorsRecipe, organism_spec
+    from reasonlab.organisms import ensure_organism, organism_path
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe["bases"]["rich"].update(init_from="poor", steps=20, warmup=2)
+    r = BehaviorsRecipe(**recipe)
+    poor = ensure_organism(organism_spec(r, "poor"))
+    spec = organism_spec(r, "rich")
+    assert Path(spec.init_from) == poor and spec.behavior_rate == 0.3
+    rich = ensure_organism(spec)
+    assert rich == organism_path(spec) and rich != poor
+    assert (rich / "tokenizer.json").read_text() == (poor / "tokenizer.json").read_text()
+    from_scratch = organism_spec(BehaviorsRecipe(**yaml.safe_load(RECIPE.read_text())), "rich")
+    assert organism_path(from_scratch) != rich  # a different organism, cached apart
+    recipe["bases"]["poor"]["init_from"] = "rich"
+    with pytest.raises(ValueError, match="cycle"):
+        organism_spec(BehaviorsRecipe(**recipe), "rich")

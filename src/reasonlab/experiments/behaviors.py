@@ -98,7 +98,8 @@ class BehaviorsRecipe(Strict):
     name: str = "countdown-behaviors"
     bases: dict[str, Any] = Field(
         default_factory=lambda: {"poor": {"behavior_rate": 0.0}, "rich": {"behavior_rate": 0.3}},
-        description="'poor' and 'rich' base: a model name/path, or organism fields (over `organism`)")
+        description="'poor' and 'rich' base: a model name/path, or organism fields (over `organism`); "
+                    "`init_from: poor` continues the poor base's pretraining on the rich one's corpus")
     organism: dict[str, Any] = Field(default_factory=dict, description="OrganismSpec fields shared by both organisms")
     conditions: list[str] = Field(default_factory=lambda: ["none", "rich_base", "all_strategies", "only_backtracking",
                                                              "backtracking_verification", "backtracking_subgoal",
@@ -233,12 +234,29 @@ def _fmt(s: float) -> str:
 # ----------------------------------------------------------------------------- stages
 
 
-def organism_spec(recipe: BehaviorsRecipe, name: str):
+def organism_spec(recipe: BehaviorsRecipe, name: str, _seen: tuple[str, ...] = ()):
     from reasonlab.organisms import OrganismSpec
 
     # named by the base, not the recipe: presets with the same organism fields share the cached model
     fields = {"task_args": recipe.task_args, **recipe.organism, **recipe.bases[name], "name": name}
+    parent = fields.get("init_from")
+    if parent in recipe.bases and parent != name:  # `init_from: poor`: continued pretraining of that base
+        from reasonlab.models import resolve_model
+        from reasonlab.organisms import ensure_organism
+
+        if parent in _seen:
+            raise ValueError(f"bases.{name}.init_from: the bases continue each other's pretraining in a cycle "
+                             f"({' -> '.join((*_seen, name, parent))}); one of them must start from scratch")
+        b = recipe.bases[parent]
+        fields["init_from"] = str(resolve_model(b) if isinstance(b, str)
+                                  else ensure_organism(organism_spec(recipe, parent, (*_seen, name))))
     return OrganismSpec(**fields)
+
+
+def _parent_base(recipe: BehaviorsRecipe, name: str) -> str | None:
+    b = recipe.bases.get(name)
+    parent = b.get("init_from") if isinstance(b, dict) else None
+    return parent if parent in recipe.bases and parent != name else None
 
 
 def _pretrain_worker(spec_json: str, threads: int) -> str:
@@ -254,9 +272,11 @@ def pretrain_in_parallel(recipe: BehaviorsRecipe, need: set[str], prog: Progress
     the matmuls are small). Returns the bases pretrained here."""
     from reasonlab.organisms import organism_source
 
+    if recipe.workers < 2 or any(_parent_base(recipe, n) for n in need):
+        return set()  # one base continues the other's pretraining: one after the other (ensure_bases)
     todo = [n for n in ("poor", "rich") if n in need and isinstance(recipe.bases.get(n), dict)
             and organism_source(organism_spec(recipe, n)) == "pretrain"]
-    if recipe.workers < 2 or len(todo) < 2:
+    if len(todo) < 2:
         return set()
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -820,14 +840,39 @@ def _worker(recipe_json: str, out: str, c: str, seed: int, start: str, threads: 
     return str(rl_dir), time.time() - t0
 
 
+def expected_tokens(out: Path, condition: str) -> float:
+    """Mean response length of the model an RL run starts from (its competence report), a proxy for
+    the run's cost: a run's rollouts, updates and evals all scale with it (a search arm's ~300-token
+    responses cost ~4x a direct answerer's 30). Unknown (no report yet): infinity, so it goes first."""
+    from reasonlab.priming.traces import CONDITIONS
+
+    if condition in CONDITIONS:
+        p = out / "conditions" / condition / "primed" / "competence.json"
+    elif condition in CURATED:
+        return float("inf")
+    else:
+        p = out / "bases" / base_of(condition) / "competence.json"
+    try:
+        return float(json.loads(p.read_text())["response_tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def longest_first(ready: list[tuple[str, int]], out: Path) -> int:
+    """Index of the (condition, seed) run expected to take longest; ties keep the list's order."""
+    return max(range(len(ready)), key=lambda j: (expected_tokens(out, ready[j][0]), -j))
+
+
 def run_parallel(recipe: BehaviorsRecipe, out: Path, jobs: list[tuple[str, int]], starts: dict[str, str],
                  prog: Progress, finished: Callable[[str, int, Path, float], None],
                  primed: Callable[[str, float], None] | None = None) -> None:
     """``recipe.workers`` jobs at a time, each in a spawned process with ``threads`` torch threads.
 
     With ``priming_seed`` set, each priming condition is primed once, as a job of its own; its RL
-    runs are queued when its primed model exists (they share it). Priming jobs go first (they are the
-    longest), so they run beside each other and beside the RL runs that need no priming."""
+    runs become ready when its primed model exists (they share it). Priming jobs go first (they are
+    the longest when not cached). Of the ready RL runs, the one expected to take longest goes next
+    (:func:`expected_tokens`): with the short runs left for the end, the workers finish together
+    instead of one search arm running alone at the end (longest-processing-time-first scheduling)."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -838,17 +883,20 @@ def run_parallel(recipe: BehaviorsRecipe, out: Path, jobs: list[tuple[str, int]]
     primed_once = recipe.priming_seed is not None
     prime = list(dict.fromkeys(c for c, _ in jobs if c in CONDITIONS)) if primed_once else []
     waiting = {c: [(c2, s) for c2, s in jobs if c2 == c] for c in prime}
+    queue: list[tuple[str, int, bool]] = [(c, recipe.seeds[0], False) for c in prime]
+    ready = [(c, seed) for c, seed in jobs if c not in waiting]
     with cf.ProcessPoolExecutor(recipe.workers, mp_context=mp.get_context("spawn")) as pool:
         futs: dict[cf.Future, tuple[str, int, bool]] = {}
 
-        def submit(c: str, seed: int, rl: bool) -> None:
-            futs[pool.submit(_worker, payload, str(out), c, seed, starts[c], threads, rl)] = (c, seed, rl)
+        def fill() -> None:
+            while len(futs) < recipe.workers and (queue or ready):
+                if queue:
+                    c, seed, rl = queue.pop(0)
+                else:
+                    (c, seed), rl = ready.pop(longest_first(ready, out)), True
+                futs[pool.submit(_worker, payload, str(out), c, seed, starts[c], threads, rl)] = (c, seed, rl)
 
-        for c in prime:
-            submit(c, recipe.seeds[0], False)
-        for c, seed in jobs:
-            if c not in waiting:
-                submit(c, seed, True)
+        fill()
         while futs:
             done, _ = cf.wait(futs, return_when=cf.FIRST_COMPLETED)
             for fut in done:
@@ -860,12 +908,12 @@ def run_parallel(recipe: BehaviorsRecipe, out: Path, jobs: list[tuple[str, int]]
                     prog.advance(pu if (c, seed, "sft") not in prog.found_done else 0)
                     for s in recipe.seeds[1:]:  # the other seeds' share of the plan: primed already
                         prog.advance(pu, False, key=(c, s, "sft"))
-                    for c2, s in waiting.pop(c):
-                        submit(c2, s, True)
+                    ready.extend(waiting.pop(c))
                     continue
                 prog.line(f"{c} seed {seed}: finished in {_fmt(seconds)}")
                 prog.advance(1 if (c, seed, "rl") not in prog.found_done else 0)
                 finished(c, seed, Path(rl_dir), seconds)
+            fill()
 
 
 def stages_done(recipe: BehaviorsRecipe, out: Path) -> set[tuple[str, int, str]]:
