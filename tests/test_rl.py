@@ -271,6 +271,36 @@ def test_on_policy_shortcut_makes_the_same_update(letter_model, tmp_path):
     assert torch.allclose(deltas[0], deltas[1], atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("critic", ["head", "model"])
+def test_single_pass_ppo_makes_the_same_update(letter_model, tmp_path, critic):
+    """optim.single_pass: the update's forward passes double as the old-policy and critic passes;
+    the update (policy and critic) is the one the separate no-grad passes give, and one forward fewer runs."""
+    deltas, calls = [], []
+    for single in (True, False):
+        tr = RLTrainer(cfg_for(letter_model, tmp_path / f"s{single}{critic}", algorithm="ppo", critic=critic, steps=1,
+                               loss={"kl_coef": 0.05, "kl_in_reward": True, "kl_estimator": "k1"},
+                               optim={"lr": 1e-2, "single_pass": single, "micro_batch_size": 4}))
+        params = [p for p in tr.trained_modules().parameters() if p.requires_grad]
+        tr.optimizer = torch.optim.SGD(params, lr=1.0)
+        tr.scheduler = torch.optim.lr_scheduler.LambdaLR(tr.optimizer, lambda s: 1.0)
+        n = [0]
+        fwd = tr.forward_logp
+
+        def counted(model, *a, policy=tr.policy, **k):
+            n[0] += model is policy  # the reference's passes are not counted
+            return fwd(model, *a, **k)
+
+        tr.forward_logp = counted
+        before = torch.cat([p.detach().flatten().clone() for p in params])
+        row = tr.step()
+        deltas.append(torch.cat([p.detach().flatten() for p in params]) - before)
+        calls.append(n[0])
+        assert row["time_prepare_s"] >= 0
+    assert deltas[0].abs().max() > 1e-4
+    assert torch.allclose(deltas[0], deltas[1], atol=1e-6, rtol=1e-4)
+    assert calls[0] * 2 == calls[1]  # 16 sequences in micro-batches of 4: 4 policy forwards instead of 8
+
+
 def test_bf16_sampler_follows_the_policy(letter_model, tmp_path):
     tr = RLTrainer(cfg_for(letter_model, tmp_path / "b", algorithm="grpo", dtype="bf16", steps=1,
                            optim={"lr": 1e-2}))

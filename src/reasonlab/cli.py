@@ -692,7 +692,7 @@ def _recipe_path(experiment: str, preset: str) -> Path:
 @app.command("run")
 def run_cmd(
     experiment: str = typer.Argument(..., help="experiment: countdown-behaviors, entropo or code-interpreter"),
-    preset: str = typer.Option("cpu", help="recipe preset: cpu (2 cores, about an hour), full (every condition, hours), gpu (documented real run), ci (tiny)"),
+    preset: str = typer.Option("cpu", help="recipe preset: cpu (2 cores, 30-55 min by CPU), full (every condition, hours), gpu (documented real run), ci (tiny)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="recipe YAML instead of a preset"),
     out: Optional[str] = typer.Option(None, help="run directory [default: runs/<recipe name>]"),
     quiet: bool = typer.Option(False, help="no progress bars"),

@@ -37,6 +37,9 @@ class OptimSettings(Strict):
     epochs: int = Field(1, ge=1, description="passes over each step's rollouts (PPO epochs)")
     minibatch_size: int | None = Field(None, ge=1, description="sequences per optimizer step (default: all)")
     micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward (gradient accumulation)")
+    single_pass: bool = Field(False, description="with one epoch and one minibatch: the update's forward passes, kept "
+                              "until the advantages are known, are also the old-policy and critic passes (exact; one "
+                              "forward fewer per step; holds the whole step's activations at once: for small models)")
 
 
 class LossSettings(Strict):

@@ -427,6 +427,7 @@ class RLTrainer:
         processes make exactly the update one process makes on the union of their batches.
         """
         cfg, step = self.cfg, self.step_idx
+        t0 = time.perf_counter()
         b = collate(episodes, self.pad_id)
         B = len(episodes)
         mask = b["mask"].to(self.device)
@@ -446,12 +447,32 @@ class RLTrainer:
         on_policy = (self.skip_old_forward and cfg.optim.epochs == 1 and mb_size >= B and cfg.algorithm != "ppo"
                      and not (has_ref and cfg.loss.kl_in_reward))
 
+        # One pass (optim.single_pass, one epoch and one minibatch): the update's own forward passes,
+        # with their graphs kept until the advantages are known, are the behaviour policy's and the
+        # critic's passes (the same weights and inputs, so the same numbers): one forward fewer per step.
+        single = cfg.optim.single_pass and cfg.optim.epochs == 1 and mb_size >= B and not self.sharded
+        ent_mode = "grad" if cfg.loss.entropy_coef > 0 else "value"
+        ppo = cfg.algorithm == "ppo"
+
         # --- quantities of the behaviour policy, the reference and the critic (no grad)
         old_logp = torch.zeros(b["tokens"].shape, device=self.device)
         ref_logp = torch.zeros_like(old_logp)
         values = torch.zeros_like(old_logp)
+        kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        if single:
+            self.policy.train()
+            for idx in chunks(allidx, mbs):
+                ent, lp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None, entropy=ent_mode)
+                v = self.values_for(b, idx, h).float() if ppo else None
+                old_logp[idx] = lp.detach()
+                if v is not None:
+                    values[idx] = v.detach()
+                if has_ref:
+                    with torch.no_grad():
+                        ref_logp[idx] = self.ref_logp(b, idx)
+                kept.append((idx, ent, lp, v))
         self.policy.eval()
-        needs_pass = not on_policy or has_ref
+        needs_pass = not single and (not on_policy or has_ref)
         with torch.no_grad():
             for idx in chunks(allidx, mbs) if needs_pass else []:
                 if not on_policy:
@@ -488,14 +509,22 @@ class RLTrainer:
         self.policy.train()
         g = torch.Generator().manual_seed(stable_hash(cfg.seed, "minibatch", step, rank()) % (2**31))
         stats: dict[str, list[float]] = {}
+
+        def passes(mb: torch.Tensor):
+            """(indices, entropy, log-probs, values) of each micro-batch, with grad."""
+            if single:
+                yield from kept
+                return
+            for idx in chunks(by_len(mb), mbs):
+                ent, logp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None, entropy=ent_mode)
+                yield idx, ent, logp, (self.values_for(b, idx, h).float() if ppo else None)
+
         for _epoch in range(cfg.optim.epochs):
             for mb in chunks(torch.randperm(B, generator=g), mb_size):
                 self.optimizer.zero_grad(set_to_none=True)
                 n_tok = torch.tensor(dist_sum(mask[mb].sum().item())).clamp(min=1)
                 n_seq = int(dist_sum(len(mb)))
-                for idx in chunks(by_len(mb), mbs):
-                    ent, logp, h = self.forward_logp(self.policy, b, idx, hidden=self.value_head is not None,
-                                                     entropy="grad" if cfg.loss.entropy_coef > 0 else "value")
+                for idx, ent, logp, v in passes(mb):
                     m = mask[idx]
                     old = logp.detach() if on_policy else old_logp[idx]
                     pg, st = self.pg_loss(logp, old, adv[idx], m, n_tok, n_seq)
@@ -508,8 +537,7 @@ class RLTrainer:
                     if cfg.loss.entropy_coef > 0:
                         loss = loss - cfg.loss.entropy_coef * self.agg(ent, m, n_tok, n_seq)
                     st["entropy"] = L.masked_mean(ent.detach(), m).item()
-                    if cfg.algorithm == "ppo":
-                        v = self.values_for(b, idx, h).float()
+                    if v is not None:
                         vl = L.value_loss(v, values[idx], returns[idx], m, cfg.loss.value_clip)
                         w = m.sum() / n_tok  # token-weighted, so accumulation equals the full batch
                         loss = loss + cfg.loss.vf_coef * vl * w
@@ -534,6 +562,7 @@ class RLTrainer:
         if hasattr(self.backend, "sync_weights"):  # vLLM holds its own copy of the weights
             self.backend.sync_weights(self.policy)
         t_train = time.perf_counter() - t1
+        t_prepare = t1 - t0
         self.step_idx += 1
 
         n_all = dist_sum(float(B))
@@ -546,6 +575,7 @@ class RLTrainer:
             "response_length": mean(e.stats["generated_tokens"] for e in episodes),
             "lr": self.scheduler.get_last_lr()[0],
             "time_train_s": round(t_train, 3),
+            "time_prepare_s": round(t_prepare, 3),  # collation, old/reference/critic passes, advantages
         }
         if cfg.rollout.tools:
             row["code_calls"] = mean(e.stats.get("code_calls", 0) for e in episodes)
