@@ -239,8 +239,8 @@ def organism_spec(recipe: BehaviorsRecipe, name: str, _seen: tuple[str, ...] = (
 
     # named by the base, not the recipe: presets with the same organism fields share the cached model
     fields = {"task_args": recipe.task_args, **recipe.organism, **recipe.bases[name], "name": name}
-    parent = fields.get("init_from")
-    if parent in recipe.bases and parent != name:  # `init_from: poor`: continued pretraining of that base
+    parent = _parent_base(recipe, name)
+    if parent:  # `init_from: poor`: continued pretraining of that base
         from reasonlab.models import resolve_model
         from reasonlab.organisms import ensure_organism
 
@@ -254,6 +254,7 @@ def organism_spec(recipe: BehaviorsRecipe, name: str, _seen: tuple[str, ...] = (
 
 
 def _parent_base(recipe: BehaviorsRecipe, name: str) -> str | None:
+    """The other base that ``name`` continues (``init_from`` naming a base), else None."""
     b = recipe.bases.get(name)
     parent = b.get("init_from") if isinstance(b, dict) else None
     return parent if parent in recipe.bases and parent != name else None
