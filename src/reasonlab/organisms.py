@@ -18,7 +18,10 @@ on a CPU, on a synthetic corpus that gives it what a base LM brings to Countdown
 The **behavior-poor** base (``behavior_rate = 0``) is Llama's stand-in, the **behavior-rich** base
 Qwen's. Everything else — tokenizer, size, corpus size, steps, seed — is shared, so the two differ
 only in the behavior documents. Continued pretraining (``init_from`` + a ``corpus`` JSONL) is the
-curated-pretraining arm of the study.
+curated-pretraining arm of the study. Since session 15 the presets' rich base is the poor one
+*continued* on the rich corpus (``init_from`` naming the poor base, 1 200 steps): pretrained from
+scratch with the traces its searches did not work (8% at step 0, below the poor base's 14%);
+continued, it solves 28% (18% for the same 1 200 steps without traces; docs/priming.md).
 
 Design choices, by measurement (session 3, Intel Xeon with AMX, 2 cores; figures in the README):
 
